@@ -1,0 +1,1 @@
+"""The node application for MicroPython: boot, configuration, roles, LoRaWAN end device, persistence."""

@@ -1,0 +1,107 @@
+"""The node's configuration file, written by provisioning and validated at every boot.
+
+One JSON file on the board's flash. A bad file stops the node with a fault report that names the
+key and what is expected; key material is never echoed.
+"""
+
+import json
+
+PATH = "config.json"
+ROLES = ("air", "noise", "soil", "lighting")
+CLASSES = {"air": "A", "noise": "A", "soil": "A", "lighting": "C"}
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or wrong; the message names the key."""
+
+
+def _hex(cfg, section, key, nbytes, secret=False):
+    value = cfg.get(key) if section is None else cfg.get(section, {}).get(key)
+    name = key if section is None else section + "." + key
+    if not isinstance(value, str) or len(value) != 2 * nbytes:
+        shown = "" if secret or not isinstance(value, str) else " (got %r)" % value
+        raise ConfigError("%s: %s: expected %d hex characters%s" % (PATH, name, 2 * nbytes, shown))
+    try:
+        return bytes(int(value[i:i + 2], 16) for i in range(0, len(value), 2))
+    except ValueError:
+        raise ConfigError("%s: %s: expected hexadecimal digits only" % (PATH, name))
+
+
+def _int(cfg, section, key, lo, hi, default=None):
+    sect = cfg if section is None else cfg.get(section, {})
+    value = sect.get(key, default)
+    name = key if section is None else section + "." + key
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError("%s: %s = %r: expected an integer from %d to %d" % (PATH, name, value, lo, hi))
+    return value
+
+
+def _num(cfg, section, key, lo, hi):
+    value = cfg.get(section, {}).get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError("%s: %s.%s = %r: expected a number from %s to %s" % (PATH, section, key, value, lo, hi))
+    return value
+
+
+class Config:
+    """Validated node settings (identity, keys, role, radio, schedule, location)."""
+
+    def __init__(self, cfg):
+        if not isinstance(cfg, dict):
+            raise ConfigError("%s: expected a JSON object at the top level" % PATH)
+        if cfg.get("version") != 1:
+            raise ConfigError("%s: version = %r: expected 1" % (PATH, cfg.get("version")))
+        self.dev_eui = _hex(cfg, None, "dev_eui", 8)
+        role = cfg.get("role")
+        if role not in ROLES:
+            raise ConfigError("%s: role = %r: expected one of %s" % (PATH, role, ", ".join(ROLES)))
+        self.role = role
+        self.dev_class = CLASSES[role]
+        board = cfg.get("board")
+        if not isinstance(board, str):
+            raise ConfigError("%s: board: expected a board name such as \"heltec-lora32-v2\"" % PATH)
+        self.board = board
+        activation = cfg.get("activation")
+        if activation == "abp":
+            self.dev_addr = int.from_bytes(_hex(cfg, "abp", "dev_addr", 4), "big")
+            self.nwk_s_key = _hex(cfg, "abp", "nwk_s_key", 16, secret=True)
+            self.app_s_key = _hex(cfg, "abp", "app_s_key", 16, secret=True)
+        elif activation == "otaa":
+            self.join_eui = _hex(cfg, "otaa", "join_eui", 8)
+            self.app_key = _hex(cfg, "otaa", "app_key", 16, secret=True)
+        else:
+            raise ConfigError("%s: activation = %r: expected \"abp\" or \"otaa\"" % (PATH, activation))
+        self.activation = activation
+        radio = cfg.get("radio", {})
+        if not isinstance(radio, dict):
+            raise ConfigError("%s: radio: expected an object" % PATH)
+        self.sf = _int(cfg, "radio", "sf", 7, 12, 7)
+        self.tx_power_dbm = _int(cfg, "radio", "tx_power_dbm", 2, 16, 14)
+        channels = radio.get("channels", [868100000, 868300000, 868500000])
+        if (not isinstance(channels, list) or not channels
+                or not all(isinstance(f, int) and 863000000 <= f <= 870000000 for f in channels)):
+            raise ConfigError("%s: radio.channels: expected a list of EU868 frequencies in Hz" % PATH)
+        self.channels = channels
+        self.interval_s = _int(cfg, None, "interval_s", 10, 86400, 900)
+        self.deep_sleep = bool(cfg.get("deep_sleep", self.dev_class == "A"))
+        loc = cfg.get("location", {})
+        if not isinstance(loc, dict):
+            raise ConfigError("%s: location: expected an object" % PATH)
+        self.latitude = _num(cfg, "location", "lat", -90, 90) if "lat" in loc else None
+        self.longitude = _num(cfg, "location", "lon", -180, 180) if "lon" in loc else None
+        self.asset = loc.get("asset", "")
+        self.settings = cfg.get("settings", {})
+
+
+def load(path=PATH):
+    """Read and validate the configuration file; ConfigError says what is wrong."""
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        raise ConfigError("%s: not found on the board: provision the node first" % path)
+    try:
+        cfg = json.loads(raw)
+    except ValueError:
+        raise ConfigError("%s: not valid JSON: re-provision the node" % path)
+    return Config(cfg)

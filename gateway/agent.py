@@ -1,0 +1,95 @@
+"""The gateway agent: frames in from the radio, checked, committed, signed and forwarded.
+
+One asyncio task reads the front end and commits accepted uplinks in groups (one SQLite
+transaction per burst: an uplink counts as received only once committed); the forwarder publishes
+what is committed and deletes each record only after the broker's acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.counters import Counters
+from gateway.keys import SigningKey, load_signing_key
+from gateway.lorawan import NetworkSide, Rejection
+from gateway.radio import RxFrame, open_frontend
+from gateway.store import Store, StoreFullError
+from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.mqtt import Publisher
+
+log = logging.getLogger("cityedge.agent")
+
+MAX_GROUP = 512  # frames committed in one transaction at most
+
+
+class Agent:
+    """A running gateway: owns the store, the network side, the front end and the forwarder."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        frontend: Any | None = None,
+        signing_key: SigningKey | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.key = signing_key or load_signing_key(config.gateway.signing_key)
+        self.store = store or Store.open(config.store.path)
+        self.network = NetworkSide(self.store, config.gateway.id, self.counters)
+        self.frontend = frontend if frontend is not None else open_frontend(config)
+        self.forwarder: Forwarder | None = None
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until cancelled; the broker may come and go, frames keep being committed."""
+        async with AsyncExitStack() as stack:
+            frontend = await stack.enter_async_context(self.frontend)
+            publisher = Publisher(self.config, self.key, self.store)
+            self.forwarder = Forwarder(
+                self.store, publisher, self.key, self.config.gateway.id, publisher.prefix,
+                historical_after_s=self.config.forward.backlog_historical_after_s,
+                batch_size=self.config.forward.batch_size,
+            )
+            forward_task = asyncio.create_task(self.forwarder.run(), name="forwarder")
+            stack.callback(forward_task.cancel)
+            log.info("gateway %s running, radio=%s", self.config.gateway.id,
+                     self.config.radio.frontend)
+            self.started.set()
+            await self._receive(frontend)
+
+    async def _receive(self, frontend: Any) -> None:
+        queue: asyncio.Queue[RxFrame] = frontend.queue
+        while True:
+            group = [await queue.get()]
+            while len(group) < MAX_GROUP and not queue.empty():
+                group.append(queue.get_nowait())
+            await self.process(group)
+
+    async def process(self, frames: list[RxFrame]) -> int:
+        """Check a group of frames and commit the accepted ones in one transaction."""
+        accepted = []
+        for frame in frames:
+            result = self.network.handle(frame)
+            if not isinstance(result, Rejection):
+                accepted.append(result)
+        if not accepted:
+            return 0
+        try:
+            stored = await asyncio.to_thread(self.store.accept_uplinks, accepted)
+        except StoreFullError as exc:
+            self.counters["store_full"] += len(accepted)
+            log.error("store full, %d uplinks not kept: %s", len(accepted), exc)
+            return 0
+        new = sum(1 for ok in stored if ok)
+        self.counters["duplicate_rid"] += len(stored) - new
+        for acc in accepted:
+            log.debug("uplink dev_eui=%s fcnt=%d rid=%s", acc.dev_eui, acc.fcnt_up, acc.rid)
+        if self.forwarder is not None:
+            self.forwarder.notify()
+        return new

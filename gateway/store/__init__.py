@@ -1,0 +1,40 @@
+"""The gateway's durable store: device registry and the queue of records waiting for the broker.
+
+An uplink counts as received once ``Store.accept_uplinks`` has committed it; the forwarder
+deletes a record only after the broker acknowledged it. See ``gateway.store.db`` for the
+threading and durability choices.
+"""
+
+from gateway.store.db import Store
+from gateway.store.model import (
+    KINDS,
+    Accepted,
+    Device,
+    DeviceConflictError,
+    DeviceError,
+    NewRecord,
+    RetentionResult,
+    StoreCorruptWarning,
+    StoredRecord,
+    StoreError,
+    StoreFullError,
+    StoreRecovery,
+    StoreStats,
+)
+
+__all__ = [
+    "KINDS",
+    "Accepted",
+    "Device",
+    "DeviceConflictError",
+    "DeviceError",
+    "NewRecord",
+    "RetentionResult",
+    "Store",
+    "StoreCorruptWarning",
+    "StoreError",
+    "StoreFullError",
+    "StoreRecovery",
+    "StoreStats",
+    "StoredRecord",
+]

@@ -1,0 +1,519 @@
+"""The durable store: SQLite in WAL mode with synchronous=FULL, where "received" means committed.
+
+Threading: a ``Store`` owns exactly one ``sqlite3`` connection and guards it with one lock, so any
+thread may call it (the agent uses ``asyncio.to_thread``; the forwarder does too) and calls are
+serialised. One connection (not a pool) because SQLite allows one writer anyway, and because a
+single connection keeps group commit simple: a whole burst of uplinks is one transaction and one
+fsync. Long maintenance (retention) works in chunks and releases the lock between them so uplink
+commits are never held up for long.
+
+Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL at every commit, so once
+``accept_uplinks`` returns, the records survive kill -9 and power loss. The file is created 0600
+(SQLite gives its -wal/-shm files the same mode): it holds device session keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Self
+
+from gateway.store.model import (
+    Accepted,
+    Device,
+    DeviceConflictError,
+    NewRecord,
+    RetentionResult,
+    StoreCorruptWarning,
+    StoredRecord,
+    StoreError,
+    StoreFullError,
+    StoreRecovery,
+    StoreStats,
+)
+from gateway.store.schema import LATEST_VERSION, MIGRATIONS
+from gateway.uplink.senml import SenMLError, encode_pack
+
+__all__ = ["Store"]
+
+log = logging.getLogger("cityedge.store")
+
+RETENTION_CHUNK: Final = 5_000
+_DEVICE_COLUMNS: Final = (
+    "dev_eui", "dev_addr", "role", "name", "nwk_s_key", "app_s_key", "app_key", "fcnt_up",
+    "fcnt_down", "dev_class", "latitude", "longitude", "location", "asset_id", "created_at",
+    "updated_at",
+)
+_RECORD_COLUMNS: Final = "seq, rid, dev_eui, kind, priority, created_at, body"
+
+
+def _errorcode(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # primary code of an extended one
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return _errorcode(exc) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = _errorcode(exc)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def _secure_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if missing; narrow an existing file (and its WAL) to 0600."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.chmod(side, 0o600)
+
+
+def _quick_check(path: Path) -> str | None:
+    """None when the file passes ``PRAGMA quick_check``; otherwise why it does not."""
+    try:
+        conn = sqlite3.connect(path, timeout=10)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from None
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.Error as exc:
+        if _is_corrupt(exc):
+            return str(exc)
+        raise StoreError(f"{path}: cannot check the database: {exc}") from None
+    finally:
+        conn.close()
+    if rows and rows[0][0] == "ok":
+        return None
+    return "; ".join(str(r[0]) for r in rows[:3]) or "quick_check returned nothing"
+
+
+def _move_aside(path: Path, reason: str) -> StoreRecovery:
+    """Rename a damaged database (and its -wal/-shm, kept paired) to ``<name>.corrupt-<ts>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    return StoreRecovery(original=str(path), moved_to=str(target), reason=reason)
+
+
+def _row_to_device(row: Sequence[Any]) -> Device:
+    return Device(**dict(zip(_DEVICE_COLUMNS, row, strict=True)))
+
+
+def _row_to_record(row: Sequence[Any]) -> StoredRecord:
+    return StoredRecord(*row)
+
+
+class Store:
+    """Device registry and outgoing record queue in one SQLite file (see the module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path,
+                 recovery: StoreRecovery | None = None) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+        self.path = path
+        self.recovery = recovery  # set when a damaged file was moved aside at open
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Store:
+        """Open (or create) the store at ``path``, checking its integrity first.
+
+        A file that fails ``PRAGMA quick_check`` is renamed ``<name>.corrupt-<timestamp>``
+        (never deleted), a ``StoreCorruptWarning`` is issued, ``store.recovery`` says what
+        happened, and a fresh database is created. ``max_bytes`` caps the file's size (a
+        full store raises ``StoreFullError`` rather than filling the SD card).
+        """
+        file = Path(path)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{file.parent}: cannot create the data directory: "
+                             f"{exc.strerror or exc}") from None
+        recovery = None
+        if file.exists() and not file.is_file():
+            raise StoreError(f"{file}: exists but is not a file; point store.path at a file")
+        if file.exists() and file.stat().st_size > 0:
+            reason = _quick_check(file)
+            if reason is not None:
+                recovery = _move_aside(file, reason)
+                msg = (f"{file}: failed its integrity check ({reason}); moved to "
+                       f"{recovery.moved_to} and started a fresh store")
+                log.error(msg)
+                warnings.warn(StoreCorruptWarning(msg), stacklevel=2)
+        try:
+            _secure_file(file)
+            conn = sqlite3.connect(file, timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{file}: cannot open the database: {exc}") from None
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{file}: cannot switch to WAL mode (got {mode!r}); "
+                                 "is it on a network filesystem?")
+            conn.execute("PRAGMA synchronous=FULL")
+            if max_bytes is not None:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count={max(2, int(max_bytes) // page_size)}")
+            store = cls(conn, file, recovery)
+            store._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        _secure_file(file)  # the -wal/-shm files exist now
+        return store
+
+    def close(self) -> None:
+        """Checkpoint and close; further calls raise StoreError."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("%s: checkpoint at close failed: %s", self.path, exc)
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._conn
+
+    def _translate(self, exc: sqlite3.Error, what: str) -> StoreError:
+        if _is_full(exc):
+            return StoreFullError(
+                f"{self.path}: {what}: database or disk is full; the write was rolled back "
+                "(free disk space, or lower store.max_records so retention makes room)"
+            )
+        return StoreError(f"{self.path}: {what}: {exc}")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Cursor]:
+        """One IMMEDIATE transaction under the lock; SQLite errors become StoreError(s)."""
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn.cursor()
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, what) from None
+                raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._db()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._translate(exc, what) from None
+
+    def _migrate(self) -> None:
+        with self._write("creating the schema") as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = cur.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] or 0
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} was written by a newer cityedge "
+                f"(this one knows up to {LATEST_VERSION}); upgrade cityedge"
+            )
+        for number, statements in MIGRATIONS:
+            if number <= version:
+                continue
+            with self._write(f"migrating the schema to version {number}") as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute("DELETE FROM schema_version")
+                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            log.info("%s: schema migrated to version %d", self.path, number)
+
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        with self._read("reading the schema version") as conn:
+            return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    # ---------------------------------------------------------------- meta
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A small persistent value (counters, markers) by name."""
+        with self._read(f"reading meta {key!r}") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a small persistent value under ``key``."""
+        with self._write(f"writing meta {key!r}") as cur:
+            cur.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def next_session(self) -> int:
+        """Increment and return the MQTT session counter (1 on the first connection ever)."""
+        with self._write("incrementing the session counter") as cur:
+            row = cur.execute(
+                "INSERT INTO meta (key, value) VALUES ('session', 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
+            ).fetchone()
+        return int(row[0])
+
+    # ---------------------------------------------------------------- devices
+
+    def upsert_device(self, device: Device) -> Device:
+        """Insert or replace a device's entry (created_at is kept on update); returns it as
+        stored."""
+        now = time.time()
+        values = [getattr(device, c) for c in _DEVICE_COLUMNS]
+        values[_DEVICE_COLUMNS.index("created_at")] = device.created_at or now
+        values[_DEVICE_COLUMNS.index("updated_at")] = now
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS
+                            if c not in ("dev_eui", "created_at"))
+        try:
+            with self._write(f"saving device {device.dev_eui}") as cur:
+                cur.execute(
+                    f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))}) "
+                    f"ON CONFLICT (dev_eui) DO UPDATE SET {updates}",
+                    values,
+                )
+                row = cur.execute(
+                    f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices WHERE dev_eui = ?",
+                    (device.dev_eui,),
+                ).fetchone()
+        except sqlite3.IntegrityError as exc:
+            other = self.device_by_addr(device.dev_addr) if device.dev_addr else None
+            if other is not None and other.dev_eui != device.dev_eui:
+                raise DeviceConflictError(
+                    f"dev_addr {device.dev_addr} already belongs to device {other.dev_eui}; "
+                    "remove that device or give this one another DevAddr"
+                ) from None
+            raise StoreError(f"{self.path}: saving device {device.dev_eui}: {exc}") from None
+        return _row_to_device(row)
+
+    def get_device(self, dev_eui: str) -> Device | None:
+        """The device with this DevEUI (any case), or None."""
+        with self._read(f"reading device {dev_eui}") as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices WHERE dev_eui = ?",
+                (dev_eui.lower(),),
+            ).fetchone()
+        return None if row is None else _row_to_device(row)
+
+    def device_by_addr(self, dev_addr: str) -> Device | None:
+        """The device holding this DevAddr (8 hex digits, any case), or None."""
+        with self._read(f"looking up DevAddr {dev_addr}") as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices WHERE dev_addr = ?",
+                (dev_addr.lower(),),
+            ).fetchone()
+        return None if row is None else _row_to_device(row)
+
+    def list_devices(self) -> list[Device]:
+        """All registered devices, by DevEUI."""
+        with self._read("listing devices") as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices ORDER BY dev_eui"
+            ).fetchall()
+        return [_row_to_device(r) for r in rows]
+
+    def remove_device(self, dev_eui: str) -> bool:
+        """Forget a device (its queued records stay and are still sent); True if it existed."""
+        with self._write(f"removing device {dev_eui}") as cur:
+            cur.execute("DELETE FROM devices WHERE dev_eui = ?", (dev_eui.lower(),))
+            return cur.rowcount > 0
+
+    # ---------------------------------------------------------------- records
+
+    @staticmethod
+    def _body(item: Accepted | NewRecord) -> bytes | None:
+        if item.body is not None:
+            return item.body
+        try:
+            return encode_pack(item.records or [])
+        except SenMLError as exc:
+            log.error("record %s not stored: its SenML does not encode: %s", item.rid, exc)
+            return None
+
+    def accept_uplinks(self, batch: Sequence[Accepted]) -> list[bool]:
+        """Commit a burst of accepted uplinks in ONE transaction (one fsync: group commit).
+
+        Per item: insert its record and move the device's fcnt_up forward (never back).
+        Returns, per item, True if stored now, False if its rid was already stored (a
+        duplicate) or its records could not be encoded (logged). Raises StoreFullError (with
+        nothing of the batch stored) when the database or disk is full.
+        """
+        results = [False] * len(batch)
+        bodies = [self._body(item) for item in batch]
+        if not batch:
+            return results
+        now = time.time()
+        with self._write(f"committing {len(batch)} uplinks") as cur:
+            for i, (item, body) in enumerate(zip(batch, bodies, strict=True)):
+                if body is None:
+                    continue
+                cur.execute(
+                    "INSERT INTO records (rid, dev_eui, kind, priority, created_at, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rid) DO NOTHING",
+                    (item.rid, item.dev_eui.lower(), item.kind, item.priority,
+                     item.created_at if item.created_at is not None else now, body),
+                )
+                if cur.rowcount != 1:
+                    continue
+                results[i] = True
+                cur.execute(
+                    "UPDATE devices SET fcnt_up = ?, updated_at = ? "
+                    "WHERE dev_eui = ? AND fcnt_up < ?",
+                    (item.fcnt_up, now, item.dev_eui.lower(), item.fcnt_up),
+                )
+        return results
+
+    def add_records(self, records: Sequence[NewRecord]) -> list[bool]:
+        """Commit events / command statuses / status reports in one transaction; per item True
+        if stored, False if its rid was already there (or it did not encode, logged)."""
+        results = [False] * len(records)
+        bodies = [self._body(item) for item in records]
+        if not records:
+            return results
+        now = time.time()
+        with self._write(f"committing {len(records)} records") as cur:
+            for i, (item, body) in enumerate(zip(records, bodies, strict=True)):
+                if body is None:
+                    continue
+                cur.execute(
+                    "INSERT INTO records (rid, dev_eui, kind, priority, created_at, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rid) DO NOTHING",
+                    (item.rid, item.dev_eui.lower(), item.kind, item.priority,
+                     item.created_at if item.created_at is not None else now, body),
+                )
+                results[i] = cur.rowcount == 1
+        return results
+
+    def pending(self, limit: int, after_seq: int = 0) -> list[StoredRecord]:
+        """Up to ``limit`` records with seq > ``after_seq``, in send (seq) order."""
+        with self._read("reading pending records") as conn:
+            rows = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def delete(self, seqs: Iterable[int]) -> int:
+        """Delete records by seq (after the broker acknowledged them); returns how many."""
+        keys = [(s,) for s in seqs]
+        if not keys:
+            return 0
+        with self._write(f"deleting {len(keys)} records") as cur:
+            cur.executemany("DELETE FROM records WHERE seq = ?", keys)
+            return cur.rowcount
+
+    def count(self) -> int:
+        """How many records wait for the broker."""
+        with self._read("counting records") as conn:
+            return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def stats(self) -> StoreStats:
+        """Counts and sizes for the status page."""
+        with self._read("reading statistics") as conn:
+            total, routine, oldest = conn.execute(
+                "SELECT count(*), coalesce(sum(priority = 0), 0), min(created_at) FROM records"
+            ).fetchone()
+            devices = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            row = conn.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+        return StoreStats(
+            records=int(total),
+            routine=int(routine),
+            priority=int(total) - int(routine),
+            oldest_created_at=oldest,
+            devices=int(devices),
+            db_bytes=int(pages) * int(page_size),
+            sessions=int(row[0]) if row else 0,
+        )
+
+    def enforce_retention(
+        self, max_records: int, max_age_s: float, *, now: float | None = None
+    ) -> RetentionResult:
+        """Drop routine (priority 0) records older than ``max_age_s``, then the oldest routine
+        ones beyond ``max_records``; alarms and command results (priority >= 1) are kept.
+
+        Works in chunks of RETENTION_CHUNK rows, each its own transaction, so uplink commits
+        interleave instead of waiting for the whole clean-up.
+        """
+        cutoff = (time.time() if now is None else now) - max_age_s
+        by_age = 0
+        while True:
+            with self._write("dropping old routine records") as cur:
+                cur.execute(
+                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records "
+                    "WHERE priority = 0 AND created_at < ? ORDER BY created_at LIMIT ?)",
+                    (cutoff, RETENTION_CHUNK),
+                )
+                n = cur.rowcount
+            by_age += n
+            if n < RETENTION_CHUNK:
+                break
+        by_count = 0
+        while True:
+            excess = self.count() - max_records
+            if excess <= 0:
+                break
+            with self._write("dropping routine records over the limit") as cur:
+                cur.execute(
+                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records "
+                    "WHERE priority = 0 ORDER BY created_at, seq LIMIT ?)",
+                    (min(excess, RETENTION_CHUNK),),
+                )
+                n = cur.rowcount
+            by_count += n
+            if n == 0:
+                break  # only priority records are left over the limit: keep them
+        remaining = self.count()
+        result = RetentionResult(by_age, by_count, remaining, max(0, remaining - max_records))
+        if result.dropped:
+            log.warning("retention dropped %d routine records (%d by age, %d over %d); "
+                        "%d remain", result.dropped, by_age, by_count, max_records, remaining)
+        return result

@@ -1,0 +1,54 @@
+"""The store's SQL schema as numbered migrations; ``schema_version`` records the last one applied.
+
+A migration is a list of statements run in one transaction, so a crash halfway leaves the file
+at the previous version. Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE meta (
+                key TEXT PRIMARY KEY,
+                value
+            )""",
+            """CREATE TABLE devices (
+                dev_eui TEXT PRIMARY KEY CHECK (length(dev_eui) = 16),
+                dev_addr TEXT UNIQUE CHECK (dev_addr IS NULL OR length(dev_addr) = 8),
+                role TEXT NOT NULL,
+                name TEXT,
+                nwk_s_key BLOB,
+                app_s_key BLOB,
+                app_key BLOB,
+                fcnt_up INTEGER NOT NULL DEFAULT -1,
+                fcnt_down INTEGER NOT NULL DEFAULT 0,
+                dev_class TEXT NOT NULL DEFAULT 'A' CHECK (dev_class IN ('A', 'C')),
+                latitude REAL,
+                longitude REAL,
+                location TEXT,
+                asset_id TEXT,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+            # seq is the send order; AUTOINCREMENT so a seq is never reused after deletes,
+            # which keeps "after_seq" cursors and logs unambiguous.
+            """CREATE TABLE records (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                rid TEXT NOT NULL UNIQUE,
+                dev_eui TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('up', 'event', 'cmd-status', 'status')),
+                priority INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                body BLOB NOT NULL
+            )""",
+            # Retention walks routine records oldest first without touching the others.
+            "CREATE INDEX records_by_priority_age ON records (priority, created_at)",
+        ),
+    ),
+)
+
+LATEST_VERSION: Final = MIGRATIONS[-1][0]

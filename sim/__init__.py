@@ -1,0 +1,1 @@
+"""Simulated hardware: virtual clock, buses, register-level chip models, LoRa channel, virtual MicroPython boards."""
