@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 from types import TracebackType
+from typing import Self
 
 from amqtt.broker import Broker
 
@@ -27,7 +28,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self._broker: Broker | None = None
 
-    async def __aenter__(self) -> EmbeddedBroker:
+    async def __aenter__(self) -> Self:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker({

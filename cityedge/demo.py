@@ -164,7 +164,7 @@ async def run_demo(opts: DemoOptions) -> int:
         try:
             await asyncio.wait_for(_watch(view, host, port_n, key, console, opts),
                                    timeout=opts.duration_s)
-        except (asyncio.TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
+        except (TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
             pass
         finally:
             agent_task.cancel()

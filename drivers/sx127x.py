@@ -349,7 +349,7 @@ class SX127x:
         Also sets a matching over-current limit (100 mA, 140 mA at +18..20 dBm); call
         ``set_ocp`` afterwards to override it.
         """
-        dbm = int(round(dbm))
+        dbm = round(dbm)
         if pa_boost:
             # DS 5.4.2/5.4.3: Pout = 17 - (15 - OutputPower); with PaDac 0x87, 3 dB more.
             if 2 <= dbm <= 17:

@@ -8,12 +8,12 @@ fault report, so a technician on USB sees it and provisioning can fix it.
 import random
 import time
 
+from drivers.sx127x import SX127x
 from firmware import config as node_config
 from firmware.boards import Hardware
 from firmware.device import EndDevice, Session
 from firmware.state import State
 from protocol import payload as codec
-from drivers.sx127x import SX127x
 
 VERSION = "0.1.0"
 _WDT_MS = 30000
@@ -71,7 +71,7 @@ def main(machine=None):
         cfg = node_config.load()
     except node_config.ConfigError as exc:
         print("FAULT config:", exc)
-        return None
+        return
     wdt = machine.WDT(timeout=_WDT_MS)
     node = Node(machine, cfg)
     _log("cityedge node %s role=%s fw=%s boot=%s" % (

@@ -120,10 +120,12 @@ class EndDevice:
             return None
         if f.devaddr != self.session.dev_addr:
             return None
-        fcnt = lorawan.fcnt32_from16(self.state.fcnt_down - 1, f.fcnt16)
-        if fcnt < self.state.fcnt_down:
-            return None
-        if not lorawan.check_mic(self.aes, f, self.session.nwk_s_key, fcnt):
+        try:
+            fcnt = lorawan.fcnt32_from16(self.state.fcnt_down - 1, f.fcnt16)
+            if fcnt < self.state.fcnt_down:
+                return None
+            lorawan.check_mic(self.aes, f, self.session.nwk_s_key, fcnt)
+        except ValueError:
             return None
         self.state.set_fcnt_down(fcnt + 1)
         payload = b""

@@ -24,6 +24,7 @@ from gateway.uplink.mqtt import Publisher
 log = logging.getLogger("cityedge.agent")
 
 MAX_GROUP = 512  # frames committed in one transaction at most
+RETENTION_EVERY_S = 60.0
 
 
 class Agent:
@@ -58,10 +59,30 @@ class Agent:
             )
             forward_task = asyncio.create_task(self.forwarder.run(), name="forwarder")
             stack.callback(forward_task.cancel)
+            retention_task = asyncio.create_task(self._retention(), name="retention")
+            stack.callback(retention_task.cancel)
             log.info("gateway %s running, radio=%s", self.config.gateway.id,
                      self.config.radio.frontend)
             self.started.set()
             await self._receive(frontend)
+
+    async def _retention(self) -> None:
+        """Keep the store within its configured age and size; dropped records are counted."""
+        cfg = self.config.store
+        while True:
+            try:
+                result = await asyncio.to_thread(
+                    self.store.enforce_retention, cfg.max_records, cfg.max_age_days * 86400.0
+                )
+            except Exception as exc:  # noqa: BLE001 - a failing clean-up must not stop reception
+                log.error("retention failed: %s", exc)
+            else:
+                dropped = result.dropped_by_age + result.dropped_by_count
+                if dropped:
+                    self.counters["retention_dropped"] += dropped
+                    log.warning("retention dropped %d routine records (age %d, size %d)",
+                                dropped, result.dropped_by_age, result.dropped_by_count)
+            await asyncio.sleep(RETENTION_EVERY_S)
 
     async def _receive(self, frontend: Any) -> None:
         queue: asyncio.Queue[RxFrame] = frontend.queue

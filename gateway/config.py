@@ -580,8 +580,12 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 # Writing
 
 
-def default_config(gateway_id: str, data_dir: str | os.PathLike[str]) -> GatewayConfig:
-    """A complete, valid configuration for ``cityedge gateway init`` (sim radio, local broker)."""
+def default_config(
+    gateway_id: str, data_dir: str | os.PathLike[str], *, frontend: str = "sim"
+) -> GatewayConfig:
+    """A complete, valid configuration for ``cityedge gateway init`` (local broker)."""
+    if frontend not in FRONTENDS:
+        raise ConfigError(f"radio front end {_show(frontend)}: expected one of {', '.join(FRONTENDS)}")
     try:
         gw_id = _gateway_id(gateway_id)
     except ValueError:
@@ -596,7 +600,7 @@ def default_config(gateway_id: str, data_dir: str | os.PathLike[str]) -> Gateway
             prefix=DEFAULT_PREFIX.format(gateway_id=gw_id),
             client_id=DEFAULT_CLIENT_ID.format(gateway_id=gw_id),
         ),
-        radio=RadioConfig(),
+        radio=RadioConfig(frontend=frontend),
         store=StoreConfig(path=data / "cityedge.db"),
         forward=ForwardConfig(),
     )

@@ -127,7 +127,7 @@ def test_open_join_accept_on_random_ciphertext_raises_frame_error_only(body):
 
 @pytest.mark.parametrize("length", [0, 22, 24])
 def test_join_request_of_the_wrong_length_is_refused(length):
-    with pytest.raises(FrameError, match="a Join-request is 23 bytes, got %d" % length):
+    with pytest.raises(FrameError, match=f"a Join-request is 23 bytes, got {length}"):
         parse_join_request(bytes(length))
 
 
@@ -140,7 +140,7 @@ def test_join_request_parser_refuses_other_frame_types():
 
 @pytest.mark.parametrize("length", [16, 18, 32, 34])
 def test_join_accept_of_the_wrong_length_is_refused(length):
-    with pytest.raises(FrameError, match="a Join-accept is 17 or 33 bytes, got %d" % length):
+    with pytest.raises(FrameError, match=f"a Join-accept is 17 or 33 bytes, got {length}"):
         decrypt_join_accept(AES, KEY, b"\x20" + bytes(length - 1))
 
 

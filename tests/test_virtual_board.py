@@ -309,6 +309,33 @@ def test_files_written_reach_flash_and_survive_deepsleep(make_board: MakeBoard, 
     assert sorted(p.name for p in flash.iterdir()) == ["count.txt", "data", "main.py"]
 
 
+def test_rtc_memory_and_clock_survive_deepsleep_but_not_a_power_cut(make_board: MakeBoard) -> None:
+    clock = VirtualClock()
+    board = make_board(clock, """
+        import machine, time
+        rtc = machine.RTC()
+        mem = rtc.memory()
+        print("mem", mem, "year", rtc.datetime()[0])
+        if not mem:
+            rtc.datetime((2031, 5, 6, 0, 12, 0, 0, 0))
+            rtc.memory(b"fcnt=41")
+            machine.deepsleep(10_000)
+        print("now", time.gmtime()[:5])
+    """)
+
+    board.start()
+    clock.run_for(30)
+    board.power_cut()
+    board.start()
+    clock.run_for(1)
+
+    lines = board.console
+    assert lines[0].startswith("mem b'' year ") and lines[0] != "mem b'' year 2031"
+    assert lines[1] == "mem b'fcnt=41' year 2031"
+    assert lines[2] == "now (2031, 5, 6, 12, 0)"  # 10 s later, still within the minute
+    assert lines[3].startswith("mem b'' year ") and lines[3] != "mem b'' year 2031"
+
+
 def test_reset_and_soft_reset_reboot_with_their_causes(make_board: MakeBoard) -> None:
     clock = VirtualClock()
     board = make_board(clock, """

@@ -1,6 +1,6 @@
 """Air-quality role: temperature and humidity from a Sensirion SHT4x (particulates come next)."""
 
-from drivers.sht4x import SHT4x, SensorError
+from drivers.sht4x import SensorError, SHT4x
 
 FAULT_SHT4X = 1
 

@@ -78,8 +78,13 @@ class NetworkSide:
         dev = self._by_addr.get(parsed.devaddr)
         if dev is None:
             return Rejection("unknown_devaddr", f"DevAddr {parsed.devaddr:08x} is not registered")
-        fcnt = lorawan.fcnt32_from16(dev.fcnt_up, parsed.fcnt16)
-        if not lorawan.check_mic(self.aes, parsed, dev.nwk_s_key, fcnt):
+        try:
+            fcnt = lorawan.fcnt32_from16(dev.fcnt_up, parsed.fcnt16)
+        except lorawan.FrameError as exc:
+            return Rejection("fcnt", str(exc), dev.dev_eui)
+        try:
+            lorawan.check_mic(self.aes, parsed, dev.nwk_s_key, fcnt)
+        except lorawan.MICError:
             return Rejection("bad_mic", "MIC does not match the registered NwkSKey", dev.dev_eui)
         if fcnt == dev.fcnt_up:
             return Rejection("retransmission", f"FCnt {fcnt} already received", dev.dev_eui)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from gateway.radio.frame import RxFrame, TxRequest
 
@@ -25,7 +25,7 @@ class SimFrontEnd:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.heard = 0
 
-    async def __aenter__(self) -> SimFrontEnd:
+    async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         self.concentrator.on_uplink = self._on_uplink
         return self

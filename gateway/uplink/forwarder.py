@@ -210,13 +210,13 @@ class Forwarder:
             return_exceptions=True,
         )
         acked = [rec.seq for rec, result in zip(batch, results, strict=True) if result is None]
-        if acked:
-            await asyncio.to_thread(self.store.delete, acked)
-        self.stats.published += len(acked)
+        self.stats.published += len(acked)  # counted at the broker's ack, before the delete
         self.stats.historical += sum(
             1 for (_, _, hist), result in zip(messages, results, strict=True)
             if hist and result is None
         )
+        if acked:
+            await asyncio.to_thread(self.store.delete, acked)
         for result in results:
             if isinstance(result, BaseException):
                 if isinstance(result, PublisherError):

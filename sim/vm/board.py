@@ -69,6 +69,7 @@ HARD_RESET = 2
 WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
+RTC_MEMORY_BYTES = 2048  # ESP32 port: RTC.memory() holds up to 2 KiB
 RESET_CAUSE_NAMES = {
     PWRON_RESET: "PWRON_RESET",
     HARD_RESET: "HARD_RESET",
@@ -508,6 +509,9 @@ class _Session:
         self.pwm_pins: set[int | str] = set()
         self.wdt_timeout_us: int | None = None
         self.wdt_deadline: int | None = None
+        self.rtc_memory = b""  # RTC slow memory: survives every reset but a power cut (new session)
+        self.rtc_offset_us = 0  # RTC.datetime() set by the program, relative to the clock
+
 
 
 def _uid_for(name: str) -> bytes:
@@ -672,7 +676,7 @@ class VirtualBoard:
             if self.on_end is not None:
                 self.on_end(self)
 
-    def _config(self, cause: int) -> dict[str, Any]:
+    def _config(self, sess: _Session, cause: int) -> dict[str, Any]:
         now = self.clock.now_us()
         return {
             "micropython": str(self._install.micropython_mjs),
@@ -690,6 +694,8 @@ class VirtualBoard:
                 "m": (now // 1000) & TICKS_MAX,
                 "e": round(self.clock.epoch0 * 1_000_000),
                 "path": self.sys_path,
+                "rtc": sess.rtc_memory.hex(),
+                "rtco": sess.rtc_offset_us,
                 "hide": ["dev", "proc", "_vm"] + sorted({v.split("/")[1] for _, v in self.mounts}),
             },
         }
@@ -723,7 +729,7 @@ class VirtualBoard:
         self._reset_peripherals(sess)
         self.state = "running"
         t_spawn = time.monotonic()
-        proc = sess.proc = _VMProcess(self._install, self._config(cause))
+        proc = sess.proc = _VMProcess(self._install, self._config(sess, cause))
         if sess.cut or sess.stop:  # cut while spawning
             proc.kill()
         handlers = self._OPS
@@ -1002,6 +1008,17 @@ class VirtualBoard:
             sess.wdt_deadline = self.clock.now_us() + sess.wdt_timeout_us
         return {}
 
+    def _op_rtc_memory(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any]:
+        data = bytes.fromhex(msg["d"])
+        if len(data) > RTC_MEMORY_BYTES:
+            return {"x": f"RTC memory holds at most {RTC_MEMORY_BYTES} bytes"}
+        sess.rtc_memory = data
+        return {}
+
+    def _op_rtc_set(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any]:
+        sess.rtc_offset_us = int(msg["o"])
+        return {}
+
     def _op_deepsleep(self, sess: _Session, msg: dict[str, Any]) -> _Ending:
         return _Ending("deepsleep", msg.get("ms"), msg)
 
@@ -1032,6 +1049,8 @@ class VirtualBoard:
         "wdt": _op_wdt,
         "wdt_feed": _op_wdt_feed,
         "deepsleep": _op_deepsleep,
+        "rtc_memory": _op_rtc_memory,
+        "rtc_set": _op_rtc_set,
         "reset": _op_reset,
         "end": _op_end,
     }

@@ -10,7 +10,7 @@ the JS module ``_host``. A reply may carry:
 * ``e``: an errno to raise as OSError (19: ENODEV from I2C); ``x``: a message to raise as ValueError.
 """
 
-# ruff: noqa: UP031 - %-formatting: the cheapest string building in MicroPython
+
 
 import json
 import sys
@@ -22,7 +22,7 @@ cfg = json.loads(_host.cfg)
 now_us = cfg["t"]
 ticks_us = cfg["u"]
 ticks_ms = cfg["m"]
-epoch_us = cfg["e"]
+epoch_us = cfg["e"] + cfg["rtco"]  # the RTC, as the program last set it
 
 # A loop that reads the clock without sleeping (busy-wait on ticks_diff) would never see time move:
 # after FREE_READS reads with no sleep in between, each read costs 1, 2, 4 ... up to 1000 us.

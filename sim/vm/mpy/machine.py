@@ -5,7 +5,7 @@ with the method names and errors of MicroPython's ``machine`` (I2C NACK -> OSErr
 Constant values follow sim.bus.SimPin (pins) and the ESP32 port (reset causes).
 """
 
-# ruff: noqa: UP031 - %-formatting: the cheapest string building in MicroPython
+
 
 import json
 
@@ -312,3 +312,32 @@ def disable_irq():
 
 def enable_irq(state=0):
     _hw.unmask(state)
+
+
+class RTC:
+    """The real-time clock and its slow memory (ESP32 port API): both survive deep sleep and
+    resets, and are lost when the power goes."""
+
+    def __init__(self, id=0):
+        pass
+
+    def memory(self, data=None):
+        if data is None:
+            return bytes.fromhex(_hw.cfg["rtc"])
+        _hw.call('{"op":"rtc_memory","d":"%s"}' % _hex(data))
+        _hw.cfg["rtc"] = _hex(data)
+
+    def datetime(self, dt=None):
+        import time
+
+        if dt is None:
+            t = time.gmtime()
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        secs = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        off = _hw.cfg["rtco"] + (secs - time.time()) * 1000000
+        _hw.call('{"op":"rtc_set","o":%d}' % off)
+        _hw.cfg["rtco"] = off
+        _hw.epoch_us = _hw.cfg["e"] + off
+
+    def init(self, dt):
+        self.datetime(dt)

@@ -5,7 +5,7 @@
 a tests/mpy test is a plain function that runs the same under CPython and MicroPython.
 """
 
-# ruff: noqa: UP031 - %-formatting: the cheapest string building in MicroPython
+
 
 
 class _Failed(AssertionError):

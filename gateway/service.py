@@ -1,0 +1,91 @@
+"""`cityedge gateway run`: the agent as a long-running service (systemd or a terminal).
+
+Stops cleanly on SIGTERM/SIGINT: the front end is closed, what was received is already committed,
+and unsent records stay in the store for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.agent import Agent
+from gateway.config import GatewayConfig
+from gateway.store import StoreError
+
+log = logging.getLogger("cityedge.service")
+
+COUNTERS_EVERY_S = 300.0
+
+
+@contextlib.asynccontextmanager
+async def standalone_sim(config: GatewayConfig) -> AsyncIterator[Any]:
+    """The `sim` front end on its own: an empty simulated channel paced at real time.
+
+    Simulated nodes join it only in-process (``cityedge demo``, tests); a gateway run this way
+    is useful to check configuration, store and broker link without a radio.
+    """
+    from gateway.radio.sim import SimFrontEnd
+    from sim.channel import Concentrator, RadioChannel
+    from sim.clock import VirtualClock
+
+    clock = VirtualClock(speed=1.0, epoch=time.time())
+    channel = RadioChannel(clock)
+    concentrator = Concentrator(clock, channel, position=(0.0, 0.0))
+    thread = threading.Thread(target=clock.run, kwargs={"raise_errors": False},
+                              name="sim-channel", daemon=True)
+    thread.start()
+    try:
+        yield SimFrontEnd(config.radio, concentrator=concentrator, clock=clock)
+    finally:
+        clock.stop()
+        thread.join(timeout=5)
+
+
+async def run_gateway(config: GatewayConfig, *, frontend: Any | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the process exit status."""
+    async with contextlib.AsyncExitStack() as stack:
+        if frontend is None and config.radio.frontend == "sim":
+            frontend = await stack.enter_async_context(standalone_sim(config))
+        try:
+            agent = Agent(config, frontend=frontend)
+        except StoreError as exc:
+            log.error("cannot open the store: %s", exc)
+            return 1
+        stack.callback(agent.store.close)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+                stack.callback(loop.remove_signal_handler, sig)
+        task = asyncio.create_task(agent.run(), name="agent")
+        report = asyncio.create_task(_report_counters(agent), name="counters")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        report.cancel()
+        stopper.cancel()
+        if task in done:
+            exc = task.exception()
+            if exc is not None:
+                log.error("agent stopped: %s: %s", type(exc).__name__, exc)
+                return 1
+            return 0
+        log.info("stopping on signal")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("stopped; %d records wait in the store", agent.store.count())
+        return 0
+
+
+async def _report_counters(agent: Agent) -> None:
+    while True:
+        await asyncio.sleep(COUNTERS_EVERY_S)
+        log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(agent.counters.items())))
