@@ -28,6 +28,7 @@ class Hardware:
     def __init__(self, machine, board):
         spi_id, sck, mosi, miso, cs, reset, dio0, i2c_id, sda, scl, adc, div = pin_map(board)
         Pin = machine.Pin
+        self.machine = machine  # roles build their own pins, PWM and IRQs from it
         self.board = board
         self.spi = machine.SPI(spi_id, baudrate=5_000_000, polarity=0, phase=0,
                                sck=Pin(sck), mosi=Pin(mosi), miso=Pin(miso))
