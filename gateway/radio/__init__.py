@@ -5,13 +5,23 @@ from gateway.radio.frame import RxFrame, TxRequest
 __all__ = ["RxFrame", "TxRequest", "open_frontend"]
 
 
-def open_frontend(config, **kwargs):
-    """The front end named in ``[radio] frontend``; hardware modules are imported only when chosen."""
+def open_frontend(config, *, counters=None, **kwargs):
+    """The front end named in ``[radio] frontend``; hardware modules are imported only when chosen.
+
+    ``semtech-udp`` listens on ``[radio.semtech_udp] bind``/``port`` and counts its rejections
+    in ``counters`` (pass the agent's, so they show with the others); other keyword arguments go
+    to the front end's constructor.
+    """
     name = config.radio.frontend
     if name == "sim":
         from gateway.radio.sim import SimFrontEnd
 
         return SimFrontEnd(config.radio, **kwargs)
+    if name == "semtech-udp":
+        from gateway.radio.semtech_udp import SemtechUdpFrontEnd
+
+        return SemtechUdpFrontEnd(config.radio, counters=counters, **kwargs)
     raise NotImplementedError(
-        f"radio.frontend = {name!r} is not available in this build yet; use \"sim\""
+        f"radio.frontend = {name!r} is not available in this build yet; use \"sim\" or "
+        "\"semtech-udp\""
     )

@@ -52,10 +52,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sim.bus import SimI2C, SimPin, SimSPI
 from sim.clock import TICKS_MAX, Participant, VirtualClock
+
+if TYPE_CHECKING:
+    from sim.vm.serial import SerialLink
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -70,6 +73,8 @@ WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 RTC_MEMORY_BYTES = 2048  # ESP32 port: RTC.memory() holds up to 2 KiB
+_NOT_INTERRUPTIBLE = ("boot", "end", "repl_in", "reset")  # harness requests, not program code
+REPL_IDLE_US = 60_000_000  # a board idle at its REPL looks for input again at least this often
 RESET_CAUSE_NAMES = {
     PWRON_RESET: "PWRON_RESET",
     HARD_RESET: "HARD_RESET",
@@ -323,7 +328,9 @@ atexit.register(_kill_all)
 class _VMProcess:
     """``node runner.mjs`` with its request/reply pipes and console readers."""
 
-    def __init__(self, install: VMInstall, config: dict[str, Any]) -> None:
+    def __init__(self, install: VMInstall, config: dict[str, Any],
+                 on_bytes: Callable[[bytes], None] | None = None) -> None:
+        self.on_bytes = on_bytes  # console bytes as they come (a serial port's view)
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
@@ -371,6 +378,8 @@ class _VMProcess:
                 chunk = os.read(fd, 65536)
             except OSError:
                 chunk = b""
+            if chunk and self.on_bytes is not None:
+                self.on_bytes(chunk)
             with self._cv:
                 if not chunk:
                     self._out_eof = True
@@ -509,6 +518,7 @@ class _Session:
         self.pwm_pins: set[int | str] = set()
         self.wdt_timeout_us: int | None = None
         self.wdt_deadline: int | None = None
+        self.poke = False  # serial input arrived: wake a board waiting at its REPL
         self.rtc_memory = b""  # RTC slow memory: survives every reset but a power cut (new session)
         self.rtc_offset_us = 0  # RTC.datetime() set by the program, relative to the clock
 
@@ -524,7 +534,8 @@ class VirtualBoard:
     ``flash_dir`` is the board's flash (None: no flash, nothing persists). ``mounts`` are extra
     read-only ``(host_dir, vm_dir)`` copies (e.g. the repository's ``protocol/`` for tests), never
     written back; ``sys_path`` adds VM paths to ``sys.path``. ``code``, if given, runs instead of
-    ``boot.py``/``main.py``.
+    ``boot.py``/``main.py``. ``serial`` puts the board's console on a pseudo-terminal
+    (sim.vm.serial), where it answers like a board on USB: REPL, raw REPL, soft reset.
     """
 
     def __init__(
@@ -543,8 +554,10 @@ class VirtualBoard:
         on_console: Callable[[str], None] | None = None,
         hang_timeout_s: float = 10.0,
         freq_hz: int = 240_000_000,
+        serial: SerialLink | None = None,
     ) -> None:
         self.clock = clock
+        self.serial = serial  # a pseudo-terminal: the board stays at its REPL after main.py
         self.name = name
         self.flash_dir = Path(flash_dir).resolve() if flash_dir is not None else None
         if self.flash_dir is not None:
@@ -600,6 +613,18 @@ class VirtualBoard:
     def running(self) -> bool:
         return self._session is not None and not self._session.over
 
+    def _attach_serial(self, sess: _Session) -> None:
+        link = self.serial
+        if link is None:
+            return
+
+        def poke() -> None:
+            with self.clock._cv:
+                sess.poke = True
+            self._wake(sess, irq=True)
+
+        link.on_input = link.on_interrupt = poke
+
     def start(self) -> Participant:
         """Power the board on (reset cause PWRON_RESET): a participant that boots the VM."""
         if self.running:
@@ -609,6 +634,7 @@ class VirtualBoard:
         self.crashed = None
         self.hung = False
         self.state = "running"
+        self._attach_serial(sess)
         self.participant = self.clock.spawn(self.name, self._life, sess)
         return self.participant
 
@@ -694,6 +720,8 @@ class VirtualBoard:
                 "m": (now // 1000) & TICKS_MAX,
                 "e": round(self.clock.epoch0 * 1_000_000),
                 "path": self.sys_path,
+                "repl": self.serial is not None,
+                "raw": self.serial is not None and self.serial.raw,
                 "rtc": sess.rtc_memory.hex(),
                 "rtco": sess.rtc_offset_us,
                 "hide": ["dev", "proc", "_vm"] + sorted({v.split("/")[1] for _, v in self.mounts}),
@@ -729,7 +757,8 @@ class VirtualBoard:
         self._reset_peripherals(sess)
         self.state = "running"
         t_spawn = time.monotonic()
-        proc = sess.proc = _VMProcess(self._install, self._config(sess, cause))
+        proc = sess.proc = _VMProcess(self._install, self._config(sess, cause),
+                                      self.serial.output if self.serial is not None else None)
         if sess.cut or sess.stop:  # cut while spawning
             proc.kill()
         handlers = self._OPS
@@ -780,6 +809,9 @@ class VirtualBoard:
             if sess.irqs:
                 with sess.lock:
                     reply["i"], sess.irqs = sess.irqs, []
+            if (self.serial is not None and msg["op"] not in _NOT_INTERRUPTIBLE
+                    and self.serial.take_interrupt()):
+                reply = dict(reply, k=1)
             proc.send(json.dumps(reply, separators=(",", ":")) if reply else "{}")
 
     def _finish(self, rec: Boot, outcome: str, msg: dict[str, Any] | None = None) -> None:
@@ -842,7 +874,7 @@ class VirtualBoard:
         part = sess.part
         assert part is not None
         with clock._cv:
-            if sess.cut or sess.stop or (interruptible and sess.irqs):
+            if sess.cut or sess.stop or (interruptible and (sess.irqs or sess.poke)):
                 return
             heapq.heappush(clock._queue, (max(int(until_us), clock._now), next(clock._seq), part))
             sess.parked = True
@@ -891,7 +923,7 @@ class VirtualBoard:
 
     def _op_sleep(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any] | _Ending:
         end = self.clock.now_us() + max(0, int(msg["us"]))
-        while not sess.irqs:
+        while not sess.irqs and not (self.serial is not None and self.serial.interrupt_pending):
             target = end if sess.wdt_deadline is None else min(end, sess.wdt_deadline)
             self._park(sess, target, interruptible=True)
             if sess.cut or sess.stop:
@@ -1025,8 +1057,36 @@ class VirtualBoard:
     def _op_reset(self, sess: _Session, msg: dict[str, Any]) -> _Ending:
         return _Ending("soft_reset" if msg.get("kind") == "soft" else "reset", None, msg)
 
-    def _op_end(self, sess: _Session, msg: dict[str, Any]) -> _Ending:
-        return _Ending("crash" if msg.get("status") == "crash" else "exit", msg.get("tb"), msg)
+    def _op_end(self, sess: _Session, msg: dict[str, Any]) -> _Ending | dict[str, Any]:
+        outcome = "crash" if msg.get("status") == "crash" else "exit"
+        if self.serial is not None:  # on a serial port the board stays at its REPL
+            rec = self.history[-1]
+            self._finish(rec, outcome, msg)
+            if outcome == "crash":
+                rec.traceback = self.crashed = msg.get("tb")
+            self.state = "repl"
+            return {}
+        return _Ending(outcome, msg.get("tb"), msg)
+
+    def _op_repl_in(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The bytes typed on the serial port; waits (parked) until some arrive."""
+        link = self.serial
+        assert link is not None
+        link.waiting = True
+        link.take_interrupt()  # a Ctrl-C that came while the program ended stopped nothing more
+        try:
+            while True:
+                with self.clock._cv:
+                    sess.poke = False
+                    sess.irqs.clear()  # no pin IRQs are dispatched while the VM waits at its REPL
+                data = link.read_input()
+                if data:
+                    return {"d": data.hex()}
+                self._park(sess, self.clock.now_us() + REPL_IDLE_US, interruptible=True)
+                if sess.cut or sess.stop:
+                    return {}
+        finally:
+            link.waiting = False
 
     _OPS: ClassVar[dict[str, Callable[[VirtualBoard, _Session, dict[str, Any]], Any]]] = {
         "boot": _op_boot,
@@ -1053,6 +1113,7 @@ class VirtualBoard:
         "rtc_set": _op_rtc_set,
         "reset": _op_reset,
         "end": _op_end,
+        "repl_in": _op_repl_in,
     }
 
     def __repr__(self) -> str:

@@ -243,14 +243,17 @@ if (cfg.flash) {
 // -- the modules the shims reach -----------------------------------------------------------------
 const vmCfg = JSON.stringify(cfg.vm);
 
+// One request to the host, answered synchronously (console and flash are brought up to date first).
+function hostCall(req) {
+  flushConsole();
+  syncFlash();
+  writeAll(reqFd, Buffer.from(outBytes + " " + req + "\n"));
+  return readLine(repFd);
+}
+
 mp.registerJsModule("_host", {
   cfg: vmCfg,
-  call(req) {
-    flushConsole();
-    syncFlash();
-    writeAll(reqFd, Buffer.from(outBytes + " " + req + "\n"));
-    return readLine(repFd);
-  },
+  call: hostCall,
   capture(on) {
     if (on) { capture = []; return ""; }
     const text = Buffer.from(capture || []).toString("utf8");
@@ -272,9 +275,35 @@ mp.registerJsModule("_aes", {
 });
 
 // -- run -------------------------------------------------------------------------------------------
+// A board on a serial port (cfg.vm.repl) stays at the REPL after main.py: the host hands it the bytes
+// typed on the port ("repl_in"); Ctrl-D on an empty line is a soft reset, i.e. a new VM process.
+// cfg.vm.raw: the board was soft-reset from the raw REPL, where it comes back (main.py skipped).
+function repl() {
+  if (cfg.vm.raw) {
+    capture = [];
+    mp.replInit(); // its friendly banner is not what a board in raw mode prints
+    capture = null;
+    mp.replProcessChar(1);
+  } else {
+    mp.replInit();
+  }
+  for (;;) {
+    const input = JSON.parse(hostCall('{"op":"repl_in"}'));
+    if (input.d === undefined) return; // the host is ending this VM
+    for (const c of Buffer.from(input.d, "hex")) {
+      if (mp.replProcessChar(c)) {
+        onStdout(Buffer.from("MPY: soft reboot\n"));
+        hostCall('{"op":"reset","kind":"soft"}');
+        return;
+      }
+    }
+  }
+}
+
 let status = 0;
 try {
   mp.runPython("import sys\nsys.path.insert(0, '/_vm')\nimport _boot\n_boot.main()\n");
+  if (cfg.vm.repl) repl();
 } catch (e) {
   // _boot reports every Python exception itself; reaching here means the harness broke.
   flushConsole();

@@ -68,7 +68,7 @@ def main():
                 except Exception as e:  # noqa: BLE001 - boot.py errors never stop a board
                     print(_traceback(e), end="")
             entry = cfg["entry"] + ".py"
-            if _exists(entry):
+            if _exists(entry) and not cfg.get("raw"):  # soft reset into the raw REPL skips main.py
                 _run_file(entry)
     except SystemExit:
         pass

@@ -7,6 +7,7 @@ the JS module ``_host``. A reply may carry:
 * ``i``: ids of pins whose IRQ fired; their handlers run here before the call returns, like an
   interrupt taken between two bytecodes;
 * ``l``: us left of a sleep that an IRQ interrupted;
+* ``k``: Ctrl-C arrived on the serial port: raise KeyboardInterrupt;
 * ``e``: an errno to raise as OSError (19: ENODEV from I2C); ``x``: a message to raise as ValueError.
 """
 
@@ -51,6 +52,8 @@ def call(req):
         _queue.extend(r["i"])
         if not _masked and not _dispatching:
             dispatch()
+    if "k" in r:  # Ctrl-C on the serial port
+        raise KeyboardInterrupt
     if "e" in r:
         raise OSError(r["e"])
     if "x" in r:
