@@ -8,6 +8,8 @@ import sys
 SUITES = (
     ("Uplink payload size against Cayenne LPP", "bench.payload_size"),
     ("Gateway pipeline stages", "bench.gateway_pipeline"),
+    ("Semtech UDP uplinks: front end alone and agent to broker PUBACK", "bench.semtech_udp"),
+    ("Gateway end to end: throughput, latency, backlog drain, memory", "bench.gateway_e2e"),
 )
 
 

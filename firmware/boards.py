@@ -3,6 +3,12 @@
 Numbers are the boards' documented wiring (vendor pinout diagrams and schematics):
 Heltec WiFi LoRa 32 V2, LILYGO TTGO LoRa32 V2.1 (T3 v1.6.1), Adafruit Feather RP2040 RFM95
 and a Raspberry Pi Pico wired to an RFM95 breakout the way our installers wire it.
+
+Checked against: Heltec's WiFi LoRa 32 (V2) pinout (SX1276 NSS 18, RST 14, DIO0 26 on SCK 5 /
+MOSI 27 / MISO 19; OLED I2C SDA 4 / SCL 15; VBAT on GPIO37 through 220k/100k), LILYGO's T3 v1.6.1
+pinout (RST 23, I2C SDA 21 / SCL 22, VBAT on GPIO35 through 100k/100k), Adafruit's Feather RP2040
+RFM board definition (SPI1 SCK 14 / MOSI 15 / MISO 8, RFM CS 16, RST 17, DIO0 21, STEMMA QT on
+I2C1 SDA 2 / SCL 3; no battery divider on an ADC pin) and the Pico datasheet (VSYS/3 on GPIO29).
 """
 
 # name: (spi_id, sck, mosi, miso, cs, reset, dio0, i2c_id, sda, scl, battery_adc, battery_divider)

@@ -2,9 +2,24 @@
 
 One JSON file on the board's flash. A bad file stops the node with a fault report that names the
 key and what is expected; key material is never echoed.
+
+    {"version": 1, "dev_eui": "0004a30b001c0530", "role": "soil", "board": "pico-rfm95",
+     "activation": "otaa", "otaa": {"join_eui": "<16 hex>", "app_key": "<32 hex>"},
+     (or "activation": "abp", "abp": {"dev_addr": "<8 hex>", "nwk_s_key": .., "app_s_key": ..})
+     "radio": {"sf": 7, "tx_power_dbm": 14, "adr": true, "channels": [868100000, ...]},
+     "interval_s": 900, "deep_sleep": true, "location": {"lat": 43.53, "lon": 5.45, "asset": ".."},
+     "settings": {"pins": {"valve_open": 10, ...}, ...the role's own settings}}
+
+``radio.sf`` is the data rate of the first uplinks and of the Join-requests (the network may change
+it with LinkADRReq); ``radio.tx_power_dbm`` caps the power the network may ask for; ``channels``
+beyond the three default ones are used by ABP nodes (OTAA nodes get theirs in the Join-accept).
+``deep_sleep`` defaults to true for the battery roles (Class A). The location is also given to the
+role as ``settings["lat"]``/``settings["lon"]`` (the lighting calendar needs it).
 """
 
 import json
+
+from firmware.boards import BOARDS
 
 PATH = "config.json"
 ROLES = ("air", "noise", "soil", "lighting")
@@ -52,14 +67,16 @@ class Config:
         if cfg.get("version") != 1:
             raise ConfigError("%s: version = %r: expected 1" % (PATH, cfg.get("version")))
         self.dev_eui = _hex(cfg, None, "dev_eui", 8)
+        self.dev_eui_hex = cfg["dev_eui"].lower()
         role = cfg.get("role")
         if role not in ROLES:
             raise ConfigError("%s: role = %r: expected one of %s" % (PATH, role, ", ".join(ROLES)))
         self.role = role
         self.dev_class = CLASSES[role]
         board = cfg.get("board")
-        if not isinstance(board, str):
-            raise ConfigError("%s: board: expected a board name such as \"heltec-lora32-v2\"" % PATH)
+        if board not in BOARDS:
+            raise ConfigError("%s: board = %r: expected one of %s" % (
+                PATH, board, ", ".join(sorted(BOARDS))))
         self.board = board
         activation = cfg.get("activation")
         if activation == "abp":
@@ -77,6 +94,10 @@ class Config:
             raise ConfigError("%s: radio: expected an object" % PATH)
         self.sf = _int(cfg, "radio", "sf", 7, 12, 7)
         self.tx_power_dbm = _int(cfg, "radio", "tx_power_dbm", 2, 16, 14)
+        adr = radio.get("adr", True)
+        if adr is not True and adr is not False:
+            raise ConfigError("%s: radio.adr = %r: expected true or false" % (PATH, adr))
+        self.adr = adr
         channels = radio.get("channels", [868100000, 868300000, 868500000])
         if (not isinstance(channels, list) or not channels
                 or not all(isinstance(f, int) and 863000000 <= f <= 870000000 for f in channels)):
@@ -90,7 +111,18 @@ class Config:
         self.latitude = _num(cfg, "location", "lat", -90, 90) if "lat" in loc else None
         self.longitude = _num(cfg, "location", "lon", -180, 180) if "lon" in loc else None
         self.asset = loc.get("asset", "")
-        self.settings = cfg.get("settings", {})
+        settings = cfg.get("settings", {})
+        if not isinstance(settings, dict):
+            raise ConfigError("%s: settings: expected an object" % PATH)
+        pins = settings.get("pins", {})
+        if not isinstance(pins, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 48
+                for v in pins.values()):
+            raise ConfigError("%s: settings.pins: expected an object of GPIO numbers 0..48" % PATH)
+        if self.latitude is not None:  # roles that need the place (lighting calendar) find it
+            settings.setdefault("lat", self.latitude)
+            settings.setdefault("lon", self.longitude)
+        self.settings = settings
 
 
 def load(path=PATH):

@@ -1,135 +1,315 @@
-"""The LoRaWAN 1.0.x end device (Class A, EU868): uplinks, RX1/RX2 windows, duty cycle.
+"""The LoRaWAN 1.0.4 end device for EU868: OTAA join, uplinks, Class A receive windows RX1/RX2,
+Class C continuous reception on the RX2 parameters, confirmed frames, MAC commands, duty cycle.
 
-Channel choice honours the ETSI sub-band duty cycle: after a transmission of T ms on a sub-band
-with duty cycle d, that sub-band stays closed for T/d - T ms (RP002 §2.1.x, EN 300 220).
+Section numbers cite LoRaWAN L2 1.0.4 (TS001-1.0.4) and RP002-1.0.4 for EU868. Time for the
+duty-cycle accounting is the node's uptime in ms (``now()``, from app.py); waits go through
+``sleep(ms)``, which feeds the watchdog.
 """
 
 import random
 import time
 
+from firmware import mac as macmod
 from protocol import lorawan
 from protocol import region_eu868 as region
 from protocol.airtime import symbol_time_us
 
 _RX_MARGIN_MS = 20  # open the receiver this early: crystal drift and our own latency
-
-
-class Session:
-    """An active session: DevAddr and session keys (ABP or after an OTAA join)."""
-
-    def __init__(self, dev_addr, nwk_s_key, app_s_key):
-        self.dev_addr = dev_addr
-        self.nwk_s_key = nwk_s_key
-        self.app_s_key = app_s_key
+_RX_SYMBOLS = 8  # symbols the window stays open for a preamble to be detected
+_CONFIRMED_TRIES = 4  # transmissions of a confirmed uplink at most
+_ACK_TIMEOUT_MS = 2000  # RP002 ACK_TIMEOUT 2 s +- 1 s between confirmed retransmissions
+_JOIN_JITTER_MS = 8000  # random extra wait between Join-requests (1.0.4 §7)
+_CLASS_C_POLL_MS = 100
 
 
 class Downlink:
-    """What arrived in a receive window after MIC check and decryption."""
+    """An application downlink that passed MIC and counter checks, decrypted."""
 
-    def __init__(self, fport, payload, fopts, ack, fpending, window):
+    def __init__(self, fport, payload, confirmed, window, rssi, snr):
         self.fport = fport
         self.payload = payload
-        self.fopts = fopts
-        self.ack = ack
-        self.fpending = fpending
-        self.window = window
+        self.confirmed = confirmed
+        self.window = window  # 1, 2, or 0 for Class C continuous reception
+        self.rssi = rssi
+        self.snr = snr
 
 
 class EndDevice:
-    """Sends uplinks and listens in the receive windows for one session."""
+    """One node's LoRaWAN stack on an SX127x radio."""
 
-    def __init__(self, radio, session, state, channels, sf=7, tx_power_dbm=14, aes=None):
+    def __init__(self, radio, state, dc, now, sleep, tx_cap_dbm=14, battery=None, aes=None,
+                 log=None, adr=True):
         self.radio = radio
-        self.session = session
         self.state = state
-        self.channels = channels
-        self.sf = sf
-        self.tx_power_dbm = tx_power_dbm
+        self.dc = dc
+        self.now = now
+        self.sleep = sleep
+        self.tx_cap_dbm = tx_cap_dbm
+        self.battery = battery or (lambda: 255)
         self.aes = aes or lorawan.default_aes()
-        self.rx2_freq = region.RX2_FREQ_HZ
-        self.rx2_sf = region.data_rate(region.RX2_DR)[0]
-        self.rx1_delay_ms = region.RECEIVE_DELAY1_S * 1000
-        radio.set_invert_iq(rx=True, tx=False)  # uplinks plain, downlinks inverted (§... RP002)
-        radio.set_tx_power(tx_power_dbm)
-        self._band_free = {}  # sub-band -> ticks_ms when it reopens
-        self.pending_fopts = b""
+        self.log = log or (lambda *a: None)
+        self.session = None  # (DevAddr, NwkSKey, AppSKey)
+        self.mac = macmod.MacSettings()
+        self.answers = b""  # MAC answers for the next uplink's FOpts
+        self.sticky = b""  # answers repeated until a downlink arrives
+        self.ack_due = False  # a confirmed downlink waits for the ACK bit of our next uplink
+        self.ctx = macmod.MacContext()
+        self.boot_ms = now()
         self.last_rssi = 0
         self.last_snr = 0
+        self.dropped = 0  # downlinks refused: not ours, bad MIC, replayed counter
+        self.adr = adr  # the network may steer data rate and power (FCtrl.ADR)
+        self.adr_ack_cnt = 0  # uplinks since the last downlink (kept across deep sleep by app)
+        self._rxc = False  # the radio is in Class C continuous reception
+        radio.set_invert_iq(rx=True, tx=False)  # uplinks plain, downlinks inverted IQ
 
-    def _pick_channel(self):
-        """A random enabled channel whose sub-band is open now, or the wait in ms."""
-        now = time.ticks_ms()
-        open_ = []
-        wait = None
-        for f in self.channels:
-            band = region.sub_band(f)
-            reopen = self._band_free.get(band)
-            left = 0 if reopen is None else time.ticks_diff(reopen, now)
-            if left <= 0:
-                open_.append(f)
-            elif wait is None or left < wait:
-                wait = left
-        if open_:
-            return open_[random.getrandbits(8) % len(open_)], 0
-        return None, wait
+    # -- session ----------------------------------------------------------------------------------
+    def activate(self, dev_addr, nwk_s_key, app_s_key, mac_dict=None, dr=5):
+        """Use a session (ABP keys, or one restored from the state)."""
+        self.session = (dev_addr, nwk_s_key, app_s_key)
+        self.mac = macmod.MacSettings(dr, d=mac_dict)
+        self.dc.max_dcycle = self.mac.max_dcycle
+
+    def _save_mac(self):
+        self.state.mac = self.mac.to_dict()
+        self.dc.max_dcycle = self.mac.max_dcycle
+        self.state.save()
+
+    def join(self, dev_eui, join_eui, app_key, dr=5):
+        """One OTAA attempt (§6.2): Join-request, then the two join-accept windows.
+
+        Waits first for the duty cycle, the join back-off of §7 and a random jitter. Returns
+        True once a valid Join-accept set up the session (persisted by state.new_session).
+        """
+        chans = region.DEFAULT_CHANNELS_HZ
+        _, wait = self.dc.pick(chans, self.now(), 0, True)
+        jitter = random.getrandbits(16) % _JOIN_JITTER_MS
+        self.sleep((wait or 0) + jitter)
+        nonce = self.state.next_dev_nonce()
+        phy = lorawan.build_join_request(self.aes, app_key, join_eui, dev_eui, nonce)
+        freq, tx_end = self._tx(phy, dr, chans, True)
+        self.log("join-request devnonce=%d freq=%d dr=%d" % (nonce, freq, dr))
+        windows = ((region.JOIN_ACCEPT_DELAY1_S * 1000, freq, region.rx1_dr(dr, 0)),
+                   (region.JOIN_ACCEPT_DELAY2_S * 1000, region.RX2_FREQ_HZ, region.RX2_DR))
+        for delay, f, rdr in windows:
+            got = self._window(tx_end, delay, f, rdr)
+            if got is None:
+                continue
+            try:
+                acc = lorawan.open_join_accept(self.aes, app_key, got[0])
+            except ValueError:
+                self.dropped += 1
+                continue
+            if acc.join_nonce <= self.state.join_nonce:
+                self.log("join-accept refused: JoinNonce %d not above %d"
+                         % (acc.join_nonce, self.state.join_nonce))
+                self.dropped += 1
+                continue
+            nwk, app = lorawan.derive_session_keys(self.aes, app_key, acc.join_nonce,
+                                                   acc.net_id, nonce)
+            m = macmod.MacSettings(dr)
+            if acc.rx1_dr_offset <= region.MAX_RX1_DR_OFFSET:
+                m.rx1_dr_offset = acc.rx1_dr_offset
+            if acc.rx2_dr <= region.MAX_DR:
+                m.rx2_dr = acc.rx2_dr
+            m.rx1_delay_s = acc.rx1_delay_s
+            if acc.cflist is not None:
+                try:
+                    m.add_cflist(lorawan.decode_cflist_eu868(acc.cflist))
+                except ValueError:
+                    pass  # a CFList type we do not know: keep the default channels
+            self.session = (acc.devaddr, nwk, app)
+            self.mac = m
+            self.dc.max_dcycle = 0
+            self.answers = self.sticky = b""
+            self.ack_due = False
+            self.state.new_session(
+                {"dev_addr": acc.devaddr, "nwk_s_key": _hex(nwk), "app_s_key": _hex(app)},
+                m.to_dict(), acc.join_nonce)
+            self.log("joined devaddr=%08x rx1_delay=%d rx2_dr=%d channels=%d" % (
+                acc.devaddr, m.rx1_delay_s, m.rx2_dr, len(m.enabled())))
+            return True
+        return False
+
+    # -- uplinks ----------------------------------------------------------------------------------
+    def link_check(self):
+        """Ask for a LinkCheckAns in the next uplink (§5.2)."""
+        self.answers += macmod.link_check_req()
 
     def send(self, fport, payload, confirmed=False):
-        """Transmit one uplink and run the receive windows; returns a Downlink or None."""
-        freq, wait = self._pick_channel()
-        if freq is None:
-            time.sleep_ms(wait)
-            freq, _ = self._pick_channel()
-        fcnt = self.state.next_fcnt_up()
-        s = self.session
-        mtype = lorawan.MTYPE_CONFIRMED_UP if confirmed else lorawan.MTYPE_UNCONFIRMED_UP
-        phy = lorawan.build_data_frame(
-            self.aes, mtype, s.dev_addr, fcnt, fport, payload, s.nwk_s_key, s.app_s_key,
-            fopts=self.pending_fopts,
-        )
-        self.pending_fopts = b""
-        self.radio.set_frequency(freq)
-        self.radio.set_spreading_factor(self.sf)
-        airtime_us = self.radio.send(phy)
-        tx_end = time.ticks_ms()
-        off_ms = region.time_off_us(freq, airtime_us) // 1000
-        self._band_free[region.sub_band(freq)] = time.ticks_add(tx_end, off_ms)
-        dl = self._rx_window(tx_end, self.rx1_delay_ms, freq, self.sf, 1)
-        if dl is None:
-            dl = self._rx_window(tx_end, self.rx1_delay_ms + 1000, self.rx2_freq, self.rx2_sf, 2)
-        self.radio.sleep()
-        return dl
+        """Send one uplink (NbTrans times, or until ACKed if confirmed) and run its windows.
 
-    def _rx_window(self, tx_end, delay_ms, freq, sf, window):
+        -> (downlinks, acked): application downlinks received; for a confirmed uplink whether
+        the network acknowledged it (always False for unconfirmed ones).
+        """
+        if self.session is None:
+            raise ValueError("no session: join or activate first")
+        addr, nwk, app = self.session
+        fcnt = self.state.next_fcnt_up()
+        fopts = macmod.fit_fopts(self.sticky)[0]  # sticky ones stay until a downlink comes
+        more, self.answers = macmod.fit_fopts(self.answers, 15 - len(fopts))
+        fopts += more
+        ack_req = False
+        if self.adr:
+            ack_req, changed = macmod.adr_backoff(self.mac, self.adr_ack_cnt)
+            if changed:
+                self._save_mac()
+        self.adr_ack_cnt += 1
+        mtype = lorawan.MTYPE_CONFIRMED_UP if confirmed else lorawan.MTYPE_UNCONFIRMED_UP
+        phy = lorawan.build_data_frame(self.aes, mtype, addr, fcnt, fport, payload, nwk, app,
+                                       fopts=fopts, ack=self.ack_due, adr=self.adr,
+                                       adr_ack_req=ack_req)
+        self.ack_due = False
+        tries = _CONFIRMED_TRIES if confirmed else max(1, self.mac.nb_trans)
+        dr = self.mac.dr
+        got = []
+        acked = False
+        for n in range(tries):
+            freqs = self.mac.enabled(dr) or list(region.DEFAULT_CHANNELS_HZ)
+            freq, tx_end = self._tx(phy, dr, freqs)
+            self.log("uplink fcnt=%d fport=%d bytes=%d freq=%d dr=%d%s try=%d" % (
+                fcnt, fport, len(payload), freq, dr, " confirmed" if confirmed else "", n + 1))
+            heard, ack = self._class_a(tx_end, freq, dr, got)
+            if ack:
+                acked = True
+            if heard and (not confirmed or acked):
+                break  # any reception in a Class A window ends repeats (TR007 4.9)
+            if confirmed and n + 1 < tries:
+                self.sleep(_ACK_TIMEOUT_MS - 1000 + random.getrandbits(16) % 2001)
+        self.radio.sleep()
+        return got, acked
+
+    def _tx(self, phy, dr, freqs, join=False):
+        self._rxc = False  # the radio leaves continuous reception to transmit
+        freq, wait = self.dc.pick(freqs, self.now(), random.getrandbits(16), join)
+        if freq is None:
+            self.log("duty cycle: waiting %d ms" % wait)
+            self.sleep(wait)
+            freq, _ = self.dc.pick(freqs, self.now(), random.getrandbits(16), join)
+        sf, bw = region.data_rate(dr)
+        r = self.radio
+        r.set_frequency(freq)
+        r.set_spreading_factor(sf)
+        r.set_bandwidth(bw)
+        r.set_tx_power(self.mac.tx_power_dbm(self.tx_cap_dbm))
+        airtime_us = r.send(phy)
+        tx_end = time.ticks_ms()
+        self.dc.sent(freq, airtime_us, self.now(),
+                     self.now() - self.boot_ms if join else None)
+        return freq, tx_end
+
+    def _window(self, tx_end, delay_ms, freq, dr):
+        """Listen in one receive window opening delay_ms after tx_end: (phy, rssi, snr) or None."""
         left = time.ticks_diff(time.ticks_add(tx_end, delay_ms - _RX_MARGIN_MS), time.ticks_ms())
         if left > 0:
-            time.sleep_ms(left)
-        self.radio.set_frequency(freq)
-        self.radio.set_spreading_factor(sf)
-        got = self.radio.receive(_RX_MARGIN_MS * 2 + symbol_time_us(sf, 125000) * 8 // 1000)
-        if got is None:
-            return None
-        phy, self.last_rssi, self.last_snr = got
-        return self._accept_downlink(phy, window)
+            self.sleep(left)  # feeds the watchdog (RXTimingSetup allows up to 15 s)
+        sf, bw = region.data_rate(dr)
+        r = self.radio
+        r.set_frequency(freq)
+        r.set_spreading_factor(sf)
+        r.set_bandwidth(bw)
+        got = r.receive(_RX_MARGIN_MS * 2 + symbol_time_us(sf, bw) * _RX_SYMBOLS // 1000)
+        if got is not None:
+            self.last_rssi, self.last_snr = got[1], got[2]
+        return got
 
-    def _accept_downlink(self, phy, window):
+    def _class_a(self, tx_end, freq, dr, out):
+        """RX1 then, if nothing for us came, RX2 (§3.3). -> (heard anything for us, ACK seen)."""
+        m = self.mac
+        d1 = m.rx1_delay_s * 1000
+        windows = ((d1, m.downlink_freq(freq), region.rx1_dr(dr, m.rx1_dr_offset), 1),
+                   (d1 + 1000, m.rx2_freq, m.rx2_dr, 2))
+        for delay, f, rdr, w in windows:
+            got = self._window(tx_end, delay, f, rdr)
+            if got is not None:
+                ok, ack = self._accept(got[0], w, got[1], got[2], out)
+                if ok:
+                    return True, ack
+        return False, False
+
+    # -- Class C ----------------------------------------------------------------------------------
+    def listen(self, ms):
+        """Class C: receive continuously on the RX2 frequency and data rate for ms (§6).
+
+        -> application downlinks received meanwhile.
+        """
+        m = self.mac
+        r = self.radio
+        if not self._rxc:  # stay in RXCONTINUOUS between calls: a restart loses a packet
+            sf, bw = region.data_rate(m.rx2_dr)
+            r.set_frequency(m.rx2_freq)
+            r.set_spreading_factor(sf)
+            r.set_bandwidth(bw)
+            r.start_receive()
+            self._rxc = True
+        out = []
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            pkt = r.poll()
+            if pkt is not None:
+                self.last_rssi, self.last_snr = pkt[1], pkt[2]
+                self._accept(pkt[0], 0, pkt[1], pkt[2], out)
+                if out:
+                    break  # let the application act at once
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
+                break
+            time.sleep_ms(min(left, _CLASS_C_POLL_MS))
+        return out
+
+    # -- downlinks --------------------------------------------------------------------------------
+    def _accept(self, phy, window, rssi, snr, out):
+        """Check and take one received frame. -> (it was ours, its ACK bit)."""
         try:
             f = lorawan.parse_frame(phy)
-        except ValueError:
-            return None
-        if f.mtype not in (lorawan.MTYPE_UNCONFIRMED_DOWN, lorawan.MTYPE_CONFIRMED_DOWN):
-            return None
-        if f.devaddr != self.session.dev_addr:
-            return None
-        try:
+            if f.mtype not in (lorawan.MTYPE_UNCONFIRMED_DOWN, lorawan.MTYPE_CONFIRMED_DOWN):
+                raise ValueError("not a downlink")
+            addr, nwk, app = self.session
+            if f.devaddr != addr:
+                raise ValueError("another device's frame")
             fcnt = lorawan.fcnt32_from16(self.state.fcnt_down - 1, f.fcnt16)
             if fcnt < self.state.fcnt_down:
-                return None
-            lorawan.check_mic(self.aes, f, self.session.nwk_s_key, fcnt)
-        except ValueError:
-            return None
+                raise ValueError("replayed downlink counter")
+            lorawan.check_mic(self.aes, f, nwk, fcnt)
+            payload = b""
+            if f.fport is not None:
+                payload = lorawan.decrypt_payload(self.aes, f, nwk if f.fport == 0 else app, fcnt)
+        except ValueError as exc:
+            self.dropped += 1
+            self.log("downlink refused: %s" % exc)
+            return False, False
         self.state.set_fcnt_down(fcnt + 1)
-        payload = b""
-        if f.fport is not None:
-            key = self.session.nwk_s_key if f.fport == 0 else self.session.app_s_key
-            payload = lorawan.decrypt_payload(self.aes, f, key, fcnt)
-        return Downlink(f.fport, payload, f.fopts, f.ack, f.fpending, window)
+        self.adr_ack_cnt = 0
+        self.sticky = b""  # a downlink came: the network has our sticky answers
+        confirmed = f.mtype == lorawan.MTYPE_CONFIRMED_DOWN
+        if confirmed:
+            self.ack_due = True
+        self.ctx.snr = snr
+        self.ctx.battery = self.battery()
+        for cmds in (f.fopts, payload if f.fport == 0 else b""):
+            if cmds:
+                try:
+                    answers, sticky, changed = macmod.process(self.mac, cmds, self.ctx)
+                except Exception as exc:  # noqa: BLE001 - never let the air crash the node
+                    self.log("MAC commands refused: %r" % (exc,))
+                    continue
+                self.answers += answers
+                self.sticky += sticky
+                if changed:
+                    self._save_mac()
+        if self.ctx.link_check is not None:
+            self.log("link check: margin=%d dB gateways=%d" % self.ctx.link_check)
+        self.log("downlink fcnt=%d fport=%s window=%d rssi=%d%s" % (
+            fcnt, f.fport, window, rssi, " confirmed" if confirmed else ""))
+        if f.fport:
+            out.append(Downlink(f.fport, payload, confirmed, window, rssi, snr))
+        return True, f.ack
+
+
+def _hex(b):
+    return "".join("%02x" % x for x in b)
+
+
+def unhex(s):
+    """bytes of a hex string (keys as the state file keeps them)."""
+    return bytes(int(s[i:i + 2], 16) for i in range(0, len(s), 2))

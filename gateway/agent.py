@@ -2,7 +2,9 @@
 
 One asyncio task reads the front end and commits accepted uplinks in groups (one SQLite
 transaction per burst: an uplink counts as received only once committed); the forwarder publishes
-what is committed and deletes each record only after the broker's acknowledgement.
+what is committed and deletes each record only after the broker's acknowledgement. After each
+commit the network side answers: ACKs, MAC commands and queued payloads in the uplinks' receive
+windows, join-accepts for granted joins, all sent through ``frontend.send(TxRequest)``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 from gateway.config import GatewayConfig
 from gateway.counters import Counters
 from gateway.keys import SigningKey, load_signing_key
-from gateway.lorawan import NetworkSide, Rejection
+from gateway.lorawan import COMMON_EU868_CFLIST_HZ, JoinGranted, JoinSettings, NetworkSide
 from gateway.radio import RxFrame, open_frontend
-from gateway.store import Store, StoreFullError
+from gateway.store import Accepted, Store, StoreFullError
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.mqtt import Publisher
 
@@ -42,8 +44,16 @@ class Agent:
         self.counters = Counters()
         self.key = signing_key or load_signing_key(config.gateway.signing_key)
         self.store = store or Store.open(config.store.path)
-        self.network = NetworkSide(self.store, config.gateway.id, self.counters)
         self.frontend = frontend if frontend is not None else open_frontend(config)
+        # A concentrator hears the usual 8 EU868 channels: announce the 5 extra ones in the
+        # CFList. Single-channel front ends (sx127x) and the sim's concentrator hear only the
+        # default channels, so their devices keep to those.
+        cflist = COMMON_EU868_CFLIST_HZ if config.radio.frontend == "semtech-udp" else ()
+        self.network = NetworkSide(
+            self.store, config.gateway.id, self.counters,
+            join_settings=JoinSettings(cflist_hz=cflist),
+            transmit=getattr(self.frontend, "send", None),
+        )
         self.forwarder: Forwarder | None = None
         self.started = asyncio.Event()
 
@@ -51,6 +61,7 @@ class Agent:
         """Run until cancelled; the broker may come and go, frames keep being committed."""
         async with AsyncExitStack() as stack:
             frontend = await stack.enter_async_context(self.frontend)
+            stack.push_async_callback(self.network.aclose)
             publisher = Publisher(self.config, self.key, self.store)
             self.forwarder = Forwarder(
                 self.store, publisher, self.key, self.config.gateway.id, publisher.prefix,
@@ -93,20 +104,41 @@ class Agent:
             await self.process(group)
 
     async def process(self, frames: list[RxFrame]) -> int:
-        """Check a group of frames and commit the accepted ones in one transaction."""
-        accepted = []
+        """Check a group of frames, commit the accepted ones in one transaction, then send
+        what they call for (ACKs, MAC answers, queued downlinks, join-accepts)."""
+        accepted: list[Accepted] = []
+        joins: list[JoinGranted] = []
         for frame in frames:
             result = self.network.handle(frame)
-            if not isinstance(result, Rejection):
+            if isinstance(result, Accepted):
                 accepted.append(result)
-        if not accepted:
-            return 0
+            elif isinstance(result, JoinGranted):
+                joins.append(result)
+        replies = self.network.take_replies()
+        mac_states = self.network.take_mac_states()
+        new = 0
+        if accepted or mac_states:
+            new = await self._commit(accepted, mac_states)
+            if new < 0:  # not kept: do not acknowledge what we could not store
+                kept_out = {a.rid for a in accepted}
+                replies = [r for r in replies if r.rid not in kept_out]
+                new = 0
+        if replies:
+            await self.network.send_replies(replies)
+        for join in joins:
+            await self.network.complete_join(join)
+        if joins and self.forwarder is not None:
+            self.forwarder.notify()  # the join events
+        return new
+
+    async def _commit(self, accepted: list[Accepted], mac_states: dict) -> int:
+        """Commit uplinks (and changed MAC states); how many are new, -1 when the store is full."""
         try:
-            stored = await asyncio.to_thread(self.store.accept_uplinks, accepted)
+            stored = await asyncio.to_thread(self.store.accept_uplinks, accepted, mac_states)
         except StoreFullError as exc:
             self.counters["store_full"] += len(accepted)
             log.error("store full, %d uplinks not kept: %s", len(accepted), exc)
-            return 0
+            return -1
         new = sum(1 for ok in stored if ok)
         self.counters["duplicate_rid"] += len(stored) - new
         for acc in accepted:

@@ -27,6 +27,7 @@ import tomli_w
 
 __all__ = [
     "FRONTENDS",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "MQTT_PROTOCOLS",
     "ConfigError",
@@ -48,6 +49,7 @@ T = TypeVar("T")
 
 FRONTENDS: Final = ("sim", "sx127x", "semtech-udp")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("logfmt", "json")
 MQTT_PROTOCOLS: Final = ("5", "3.1.1")
 REGIONS: Final = ("EU868",)
 BANDWIDTHS_KHZ: Final = (125, 250, 500)
@@ -78,6 +80,7 @@ class GatewaySection:
     data_dir: Path = DEFAULT_DATA_DIR
     signing_key: Path = DEFAULT_DATA_DIR / "signing-key.pem"
     log_level: str = "info"
+    log_format: str = "logfmt"  # or "json": one JSON object per line
 
 
 @dataclass(frozen=True)
@@ -372,14 +375,15 @@ def _client_id(template: str, gateway_id: str) -> str:
 
 def _read_gateway(root: _Table, base: Path) -> GatewaySection:
     t = root.sub("gateway")
-    t.expect(["id", "data_dir", "signing_key", "log_level"])
+    t.expect(["id", "data_dir", "signing_key", "log_level", "log_format"])
     gw_id = t.get("id", _gateway_id, _GATEWAY_ID_EXPECTED)
     data_dir = t.get("data_dir", _path(base), "a directory path", DEFAULT_DATA_DIR)
     signing_key = t.get(
         "signing_key", _path(base), "a file path", data_dir / "signing-key.pem"
     )
     log_level = t.get("log_level", _one_of(LOG_LEVELS), _choices(LOG_LEVELS), "info")
-    return GatewaySection(gw_id, data_dir, signing_key, log_level)
+    log_format = t.get("log_format", _one_of(LOG_FORMATS), _choices(LOG_FORMATS), "logfmt")
+    return GatewaySection(gw_id, data_dir, signing_key, log_level, log_format)
 
 
 def _existing_file(base: Path) -> Callable[[Any], Path]:
@@ -636,6 +640,7 @@ def config_to_toml(config: GatewayConfig) -> str:
             "data_dir": config.gateway.data_dir,
             "signing_key": config.gateway.signing_key,
             "log_level": config.gateway.log_level,
+            "log_format": config.gateway.log_format,
         },
         "mqtt": {
             "host": m.host,

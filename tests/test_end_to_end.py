@@ -104,9 +104,9 @@ def test_nodes_readings_arrive_signed_and_verifiable_by_an_independent_cose_libr
     async def scenario() -> list[aiomqtt.Message]:
         agent_task = asyncio.create_task(s.agent.run())
         await asyncio.wait_for(s.agent.started.wait(), 10)
-        collector = asyncio.create_task(_collect(mosquitto, want=6, timeout=120))
+        collector = asyncio.create_task(_collect(mosquitto, want=8, timeout=120))
         await asyncio.sleep(0.3)
-        s.run_district(200)
+        s.run_district(300)
         try:
             return await collector
         finally:
@@ -120,6 +120,8 @@ def test_nodes_readings_arrive_signed_and_verifiable_by_an_independent_cose_libr
     assert len(messages) >= 6
     devs = set()
     rids = set()
+    health: set[str] = set()
+    readings = 0
     for m in messages:
         payload = _pycose_verify(bytes(m.payload), s.key.public_bytes)
         pack = cbor2.loads(payload)
@@ -129,8 +131,13 @@ def test_nodes_readings_arrive_signed_and_verifiable_by_an_independent_cose_libr
         dev = str(m.topic).rsplit("/", 1)[1]
         assert base == f"urn:dev:mac:{dev}:"
         values = {rec.get(0): rec.get(2) for rec in pack}
-        assert -40 < values["temperature"] < 60
-        assert 0 <= values["humidity"] <= 100
+        if "supply" in values:  # the node's health uplink (FPort 20), sent at every boot
+            assert values["supply"] == pytest.approx(3.0)
+            health.add(dev)
+        else:
+            assert -40 < values["temperature"] < 60
+            assert 0 <= values["humidity"] <= 100
+            readings += 1
         assert values["rssi"] < -30
         rid = pack[0]["rid"]
         assert rid == f"test-gw:{dev}:{values['fcnt']}"
@@ -138,6 +145,8 @@ def test_nodes_readings_arrive_signed_and_verifiable_by_an_independent_cose_libr
         devs.add(dev)
         rids.add(rid)
     assert devs == {n.dev_eui for n in nodes}
+    assert health == devs, "every node reports its health at boot"
+    assert readings >= 4
     assert len(rids) == len(messages), "each uplink carries its own stable id"
     assert s.agent.counters["accepted"] >= 6
 

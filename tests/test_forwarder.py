@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 import aiomqtt
 import cbor2
 import pytest
+from pycose.keys import OKPKey
+from pycose.keys.curves import Ed25519
+from pycose.messages import Sign1Message
 
 from gateway.config import MqttConfig, MqttTlsConfig
 from gateway.keys import SigningKey, generate_signing_key
@@ -94,6 +97,19 @@ class Received:
     retain: bool
 
 
+class _RecordingClient(aiomqtt.Client):
+    """An aiomqtt client that records each message in paho's own callback: a message paho
+    acknowledged must not be lost in aiomqtt's queue when the connection drops."""
+
+    def __init__(self, *args: Any, sink: list[Received], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sink = sink
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._sink.append(Received(str(message.topic), bytes(message.payload),
+                                   bool(message.retain)))
+
+
 @dataclass
 class Watcher:
     """A hypervisor-side subscriber with a persistent session, reconnecting on its own."""
@@ -107,17 +123,17 @@ class Watcher:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(
+                async with _RecordingClient(
                     self.broker.host, self.broker.port, identifier="hypervisor-watcher",
                     clean_session=False, protocol=aiomqtt.ProtocolVersion.V311,
                     username=self.username, password=self.password, timeout=5,
+                    sink=self.received,
                 ) as client:
                     await client.subscribe("cityedge/#", qos=1)
                     self.connected.set()
-                    async for message in client.messages:
-                        assert isinstance(message.payload, bytes)
-                        self.received.append(
-                            Received(str(message.topic), message.payload, bool(message.retain)))
+                    # messages arrive through _on_message; wait for the connection's end
+                    # (aiomqtt's disconnect future, raising MqttError on a loss)
+                    await client._disconnected
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.05)
@@ -151,17 +167,40 @@ async def background(coro: Awaitable[None]) -> Any:
 
 
 def up_rids(watcher: Watcher, key: SigningKey) -> list[tuple[str, str]]:
-    """(dev_eui, rid) of every 'up' message received, each verified on the way."""
+    """(dev_eui, rid) of every uplink in every 'up' message received (a backlog pack holds
+    several), in arrival order, each message verified on the way."""
     out = []
     for message in watcher.on("up"):
         verified = verify1(message.payload, {key.kid: key.public_key})
         pack = decode_pack(verified.payload)
         dev_eui = message.topic.rsplit("/", 1)[1]
-        rids = {r["rid"] for r in pack}
-        assert len(rids) == 1
-        assert pack[0]["bn"] == f"urn:dev:mac:{dev_eui}:"
-        out.append((dev_eui, rids.pop()))
+        rids: list[str] = []
+        for record in pack:
+            if "bn" in record:  # each uplink's first record names its device
+                assert record["bn"] == f"urn:dev:mac:{dev_eui}:"
+            if record["rid"] not in rids:
+                rids.append(record["rid"])
+        out.extend((dev_eui, rid) for rid in rids)
     return out
+
+
+def per_device(received: list[tuple[str, str]]) -> dict[str, list[int]]:
+    """Frame counters of each device in the order they first arrived."""
+    seen: dict[str, list[int]] = {}
+    for dev, rid in received:
+        fcnts = seen.setdefault(dev, [])
+        fcnt = int(rid.rsplit(":", 1)[1])
+        if fcnt not in fcnts:
+            fcnts.append(fcnt)
+    return seen
+
+
+def pycose_verify(message: bytes, key: SigningKey) -> bytes:
+    """Verify with pycose (an independent COSE implementation) and return the payload."""
+    msg = Sign1Message.decode(message)
+    msg.key = OKPKey(crv=Ed25519, x=key.public_bytes)
+    assert msg.verify_signature(), "pycose rejects the gateway's signature"
+    return msg.payload
 
 
 def status_of(message: Received, key: SigningKey) -> dict:
@@ -193,13 +232,15 @@ def test_records_arrive_signed_in_order_and_are_deleted_after_ack(
         async with background(watcher.run()):
             await watcher.wait_until(watcher.connected.is_set, what="watcher connected")
             publisher = Publisher(mqtt_config(mosquitto), key, store)
-            forwarder = fast_forwarder(store, publisher, key)
+            # a window larger than what is pending, and fresh records: live, one per uplink
+            forwarder = fast_forwarder(store, publisher, key, batch=512)
             async with background(forwarder.run()):
                 await watcher.wait_until(lambda: len(watcher.on("up")) >= 300,
                                          what="300 uplinks")
                 await watcher.wait_until(lambda: len(watcher.on("event")) == 1, what="event")
                 await watcher.wait_until(lambda: store.count() == 0, what="empty store")
-            assert forwarder.stats.published == 301
+            assert forwarder.stats.published == forwarder.stats.messages == 301
+            assert forwarder.stats.packs == forwarder.stats.historical == 0
             assert forwarder.stats.errors == 0
             received = up_rids(watcher, key)
             assert [rid for _, rid in received] == [u.rid for u in batch]  # seq order
@@ -216,13 +257,21 @@ def test_records_arrive_signed_in_order_and_are_deleted_after_ack(
     store.close()
 
 
+def hist_marks(pack: list[dict]) -> dict[str, list[bool]]:
+    """Per rid, the 'hist' flag of each of its records, in pack order."""
+    out: dict[str, list[bool]] = {}
+    for record in pack:
+        out.setdefault(record["rid"], []).append(record.get("hist", False))
+    return out
+
+
 def test_fresh_records_are_live_and_backlog_records_are_marked_historical(
         mosquitto: Broker, tmp_path: Path) -> None:
     key = SigningKey.generate()
     store = make_store(tmp_path)
     old = uplinks(range(1, 3), created_at=time.time() - 3600)
     fresh = uplinks(range(3, 5))
-    store.accept_uplinks(old + fresh)
+    store.accept_uplinks(old)
 
     async def main() -> None:
         watcher = Watcher(mosquitto)
@@ -231,14 +280,55 @@ def test_fresh_records_are_live_and_backlog_records_are_marked_historical(
             publisher = Publisher(mqtt_config(mosquitto), key, store)
             forwarder = fast_forwarder(store, publisher, key, historical_after_s=60)
             async with background(forwarder.run()):
-                await watcher.wait_until(lambda: len(watcher.on("up")) == 12)
-                await watcher.wait_until(lambda: store.count() == 0)
+                await watcher.wait_until(lambda: store.count() == 0, what="backlog sent")
+                await watcher.wait_until(lambda: len(watcher.on("up")) == 3, what="3 packs")
+                n_old = len(watcher.on("up"))
+                await asyncio.to_thread(store.accept_uplinks, fresh)
+                forwarder.notify()
+                await watcher.wait_until(lambda: len(watcher.on("up")) == n_old + 6)
                 await watcher.wait_until(lambda: forwarder.stats.published == 12)
             assert forwarder.stats.historical == 6
+        old_rids = {u.rid for u in old}
         for message in watcher.on("up"):
             pack = decode_pack(verify1(message.payload, {key.kid: key.public_key}).payload)
-            is_old = pack[0]["rid"] in {u.rid for u in old}
-            assert all(record.get("hist") is (True if is_old else None) for record in pack)
+            for rid, marks in hist_marks(pack).items():
+                # the first record of a backlog uplink (bn, bt) carries the mark, once
+                assert marks == ([True] + [False] * (len(marks) - 1) if rid in old_rids
+                                 else [False] * len(marks)), rid
+        assert len(watcher.on("up")) == 3 + 6  # old: one pack per device; fresh: one each
+
+    run(main())
+    store.close()
+
+
+def test_backlog_drains_in_signed_per_device_packs_verified_by_pycose(
+        mosquitto: Broker, tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    store = make_store(tmp_path)
+    backlog = uplinks(range(1, 301))  # 900 records interleaved over 3 devices
+    store.accept_uplinks(backlog)
+
+    async def main() -> None:
+        watcher = Watcher(mosquitto)
+        async with background(watcher.run()):
+            await watcher.wait_until(watcher.connected.is_set)
+            publisher = Publisher(mqtt_config(mosquitto), key, store)
+            forwarder = fast_forwarder(store, publisher, key, batch=64, max_pack_uplinks=50)
+            async with background(forwarder.run()):
+                await watcher.wait_until(lambda: store.count() == 0, what="backlog sent")
+                await watcher.wait_until(lambda: forwarder.stats.published == 900)
+                await watcher.wait_until(lambda: len(watcher.on("up")) >= 18, what="18 packs")
+            assert forwarder.stats.packs == forwarder.stats.messages == 18  # 3 x 300/50
+            assert forwarder.stats.historical == 900
+        assert len(watcher.on("up")) == 18
+        for message in watcher.on("up"):
+            pack = decode_pack(pycose_verify(message.payload, key))
+            marks = hist_marks(pack)
+            assert len(marks) == 50
+            assert all(m == [True, False] for m in marks.values())
+        received = up_rids(watcher, key)
+        assert sorted(rid for _, rid in received) == sorted(u.rid for u in backlog)
+        assert per_device(received) == {eui: list(range(1, 301)) for eui in EUIS}
 
     run(main())
     store.close()
@@ -287,8 +377,7 @@ def test_the_brokers_receive_maximum_bounds_what_is_in_flight(
                 assert publisher._client is not None
                 assert publisher._client.server_receive_maximum == 5
             assert forwarder.stats.connections == 1  # never had to reconnect
-            assert [rid for _, rid in up_rids(watcher, key)] == [
-                u.rid for u in uplinks(range(1, 51))]
+            assert per_device(up_rids(watcher, key)) == {eui: list(range(1, 51)) for eui in EUIS}
 
     run(main())
     store.close()
@@ -311,9 +400,10 @@ def test_broker_outage_loses_nothing_and_keeps_per_device_order(
             await watcher.wait_until(watcher.connected.is_set)
             publisher = Publisher(mqtt_config(mosquitto), key, store, publish_timeout=5,
                                   connect_timeout=3)
-            forwarder = fast_forwarder(store, publisher, key)
+            # one uplink per message, so that the broker goes down mid-stream
+            forwarder = fast_forwarder(store, publisher, key, max_pack_uplinks=1)
             async with background(forwarder.run()):
-                await watcher.wait_until(lambda: len(watcher.on("up")) >= 100)
+                await watcher.wait_until(lambda: len(watcher.on("up")) >= 20)
                 await asyncio.to_thread(mosquitto.stop)  # mid-stream
                 await watcher.wait_until(lambda: not forwarder.stats.connected)
                 down_count = store.count()
@@ -334,13 +424,7 @@ def test_broker_outage_loses_nothing_and_keeps_per_device_order(
             assert forwarder.stats.connections >= 2
         received = up_rids(watcher, key)
         assert {rid for _, rid in received} == {u.rid for u in first + second}
-        for eui in EUIS:
-            seen: list[int] = []
-            for dev, rid in received:
-                fcnt = int(rid.rsplit(":", 1)[1])
-                if dev == eui and fcnt not in seen:
-                    seen.append(fcnt)
-            assert seen == sorted(seen), f"{eui}: first deliveries out of order"
+        assert per_device(received) == {eui: list(range(1, 501)) for eui in EUIS}
         sessions = [status_of(m, key)["session"] for m in watcher.on("status")
                     if status_of(m, key)["state"] == "online"]
         assert sessions == sorted(sessions) and sessions[-1] >= 2

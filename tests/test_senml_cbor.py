@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.uplink.senml import CBOR_LABELS, SenMLError, decode_pack, encode_pack
+from gateway.uplink.senml import (
+    CBOR_LABELS,
+    SenMLError,
+    batchable,
+    decode_pack,
+    encode_pack,
+    join_packs,
+    mark_historical,
+)
 
 # RFC 8428 §6: "the same example as the one in Section 5.1.2 [multiple measurements], in CBOR"
 # (hex dump as published; 195 bytes).
@@ -225,3 +233,69 @@ def test_valid_packs_round_trip(pack: list[dict]) -> None:
     for before, after in zip(pack, decoded, strict=True):
         for label, value in before.items():
             assert type(after[label]) is type(value) or isinstance(value, float)
+
+
+# ------------------------------------------------------------------ backlog marks and joins
+
+
+def _uplink_pack(rid: str, n_readings: int, base: str = "urn:dev:mac:0011223344556677:",
+                 first: dict | None = None) -> list[dict]:
+    head = first if first is not None else {"bn": base, "bt": 1.7e9}
+    pack = [{**head, "n": "r0", "v": 0, "rid": rid}]
+    pack += [{"n": f"r{i}", "v": i / 2, "rid": rid} for i in range(1, n_readings)]
+    return pack
+
+
+def test_marking_history_puts_hist_on_the_first_record_only() -> None:
+    pack = _uplink_pack("gw:0011223344556677:7", 4)
+    marked = decode_pack(mark_historical(encode_pack(pack)))
+    assert [r.get("hist", False) for r in marked] == [True, False, False, False]
+    assert [{k: v for k, v in r.items() if k != "hist"} for r in marked] == pack
+
+
+def test_marking_a_first_record_of_23_labels_grows_its_map_head() -> None:
+    pack = [{"bn": "urn:x:", "bt": 1.0, "n": "a", "v": 1, "rid": "r", "t": 0, "u": "m"}]
+    body = encode_pack(pack)
+    # widen the record to 23 pairs with unknown integer labels (ignored by decoders)
+    extra = b"".join(bytes((0x18, 100 + i, 0x00)) for i in range(23 - len(pack[0])))
+    body = body[:1] + bytes((0xA0 | 23,)) + body[2:] + extra
+    marked = decode_pack(mark_historical(body))
+    assert marked[0]["hist"] is True and marked[0]["rid"] == "r"
+
+
+def test_joined_packs_keep_every_uplink_its_rid_base_values_and_order() -> None:
+    packs = [_uplink_pack(f"gw:0011223344556677:{fcnt}", 3 + fcnt % 3) for fcnt in range(5)]
+    joined = decode_pack(join_packs(encode_pack(p) for p in packs))
+    expected = [{**r, "hist": True} if i == 0 else r for p in packs for i, r in enumerate(p)]
+    assert [dict(sorted(r.items())) for r in joined] == [dict(sorted(r.items()))
+                                                          for r in expected]
+
+
+def test_packs_that_do_not_start_with_bn_and_bt_are_not_joined() -> None:
+    assert batchable(encode_pack(_uplink_pack("r", 2)))
+    no_time = encode_pack(_uplink_pack("r", 2, first={"bn": "urn:x:"}))
+    no_name = encode_pack([{"n": "urn:x:a", "v": 1}])
+    for body in (no_time, no_name, b"", b"\x80", b"\x81\x01", b"\xff"):
+        assert not batchable(body)
+        with pytest.raises(SenMLError):
+            join_packs([body])
+
+
+@pytest.mark.parametrize("body", [b"", b"\x80", b"\xa1\x01\x02", b"\x81\x01", b"\x81\xbf",
+                                  b"\x9f"])
+def test_marking_something_that_is_not_a_pack_is_a_senml_error(body: bytes) -> None:
+    with pytest.raises(SenMLError):
+        mark_historical(body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(records, min_size=1, max_size=4), min_size=1, max_size=5))
+def test_any_joinable_packs_join_to_their_records_in_order(packs: list[list[dict]]) -> None:
+    bodies = []
+    expected = []
+    for i, pack in enumerate(packs):
+        pack = [{"bn": "urn:dev:x:", "bt": float(i), **pack[0]}] + pack[1:]
+        pack[0].pop("hist", None)
+        bodies.append(encode_pack(pack))
+        expected += [{**r, "hist": True} if j == 0 else r for j, r in enumerate(pack)]
+    assert decode_pack(join_packs(bodies)) == expected

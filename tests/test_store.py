@@ -69,7 +69,7 @@ def test_database_file_is_0600_in_wal_mode_with_full_sync(store: Store) -> None:
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     other.close()
     assert store._db().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
 
 
 def test_existing_file_with_loose_mode_is_narrowed_to_0600(tmp_path: Path) -> None:
@@ -372,3 +372,113 @@ def test_damaged_pages_fail_quick_check_and_the_file_is_kept(tmp_path: Path) -> 
     assert s.recovery is not None and Path(s.recovery.moved_to).read_bytes() == damaged
     assert s.count() == 0
     s.close()
+
+
+# ------------------------------------------------------------------------- LoRaWAN sessions
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_devices(tmp_path: Path) -> None:
+    from gateway.store.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in MIGRATIONS[0][1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute("INSERT INTO devices (dev_eui, dev_addr, role, nwk_s_key, app_s_key, fcnt_up, "
+                 "created_at, updated_at) VALUES (?, '26011b00', 'air', ?, ?, 41, 1, 1)",
+                 (EUIS[0], KEY1, KEY2))
+    conn.commit()
+    conn.close()
+    with Store.open(path) as s:
+        assert s.schema_version() == 2
+        d = s.get_device(EUIS[0])
+        assert d.fcnt_up == 41 and d.nwk_s_key == KEY1
+        assert (d.join_eui, d.dev_nonce_mode, d.last_dev_nonce, d.join_nonce, d.mac_state) == (
+            None, "increasing", -1, 0, None)
+
+
+def test_otaa_fields_and_mac_state_round_trip(store: Store) -> None:
+    saved = store.upsert_device(Device(
+        dev_eui=EUIS[0], role="air", app_key=KEY1, join_eui="70B3D57ED0000000",
+        dev_nonce_mode="unique", mac_state={"rx_delay_s": 3, "queued": []}))
+    assert saved.join_eui == "70b3d57ed0000000" and saved.dev_nonce_mode == "unique"
+    assert store.get_device(EUIS[0]).mac_state == {"rx_delay_s": 3, "queued": []}
+    store.save_mac_states({EUIS[0]: {"battery": 200}})
+    assert store.get_device(EUIS[0]).mac_state == {"battery": 200}
+    assert saved.otaa and not device(1).otaa
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"join_eui": "xyz"}, "join_eui"),
+    ({"dev_nonce_mode": "random"}, "dev_nonce_mode"),
+    ({"last_dev_nonce": 70000}, "last_dev_nonce"),
+    ({"join_nonce": -1}, "join_nonce"),
+    ({"mac_state": [1]}, "mac_state"),
+])
+def test_invalid_otaa_fields_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(DeviceError, match=message):
+        Device(dev_eui=EUIS[0], role="air", **fields)
+
+
+def test_a_damaged_mac_state_reads_as_none(store: Store) -> None:
+    store.upsert_device(device(0))
+    store._db().execute("UPDATE devices SET mac_state = '{not json'")
+    assert store.get_device(EUIS[0]).mac_state is None
+
+
+def test_commit_join_starts_a_session_and_refuses_a_used_dev_nonce(store: Store) -> None:
+    store.upsert_device(Device(dev_eui=EUIS[0], role="air", app_key=KEY1))
+    args = {"join_nonce": 1, "dev_addr": "00ABCDEF", "nwk_s_key": KEY1, "app_s_key": KEY2,
+            "mac_state": {"rx_delay_s": 1}}
+    assert store.commit_join(EUIS[0], dev_nonce=3, **args) is True
+    d = store.get_device(EUIS[0])
+    assert (d.dev_addr, d.nwk_s_key, d.app_s_key, d.last_dev_nonce, d.join_nonce) == (
+        "00abcdef", KEY1, KEY2, 3, 1)
+    assert (d.fcnt_up, d.fcnt_down, d.mac_state) == (-1, 0, {"rx_delay_s": 1})
+    assert store.commit_join(EUIS[0], dev_nonce=3, **args) is False
+    assert store.commit_join(EUIS[0], dev_nonce=2, **args) is False
+    assert store.get_device(EUIS[0]).last_dev_nonce == 3
+
+
+def test_commit_join_in_unique_mode_keeps_every_nonce(store: Store) -> None:
+    store.upsert_device(Device(dev_eui=EUIS[0], role="air", app_key=KEY1,
+                               dev_nonce_mode="unique"))
+    args = {"join_nonce": 1, "dev_addr": "00abcdef", "nwk_s_key": KEY1, "app_s_key": KEY2,
+            "mac_state": None}
+    assert store.commit_join(EUIS[0], dev_nonce=9, **args)
+    assert store.commit_join(EUIS[0], dev_nonce=2, **args)
+    assert not store.commit_join(EUIS[0], dev_nonce=9, **args)
+    assert store.dev_nonce_used(EUIS[0], 2) and not store.dev_nonce_used(EUIS[0], 3)
+
+
+def test_commit_join_with_a_taken_dev_addr_is_a_conflict(store: Store) -> None:
+    store.upsert_device(device(0))
+    store.upsert_device(Device(dev_eui=EUIS[1], role="air", app_key=KEY1))
+    with pytest.raises(DeviceConflictError, match="already belongs"):
+        store.commit_join(EUIS[1], dev_nonce=0, join_nonce=1, dev_addr="26011b00",
+                          nwk_s_key=KEY1, app_s_key=KEY2, mac_state=None)
+    assert store.get_device(EUIS[1]).last_dev_nonce == -1  # nothing half-stored
+    with pytest.raises(StoreError, match="not registered"):
+        store.commit_join(EUIS[2], dev_nonce=0, join_nonce=1, dev_addr="00000001",
+                          nwk_s_key=KEY1, app_s_key=KEY2, mac_state=None)
+
+
+def test_downlink_counters_are_reserved_durably_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Store.open(path) as s:
+        s.upsert_device(device(0, fcnt_down=7))
+        assert [s.reserve_fcnt_down(EUIS[0]) for _ in range(3)] == [7, 8, 9]
+        with pytest.raises(StoreError, match="not registered"):
+            s.reserve_fcnt_down(EUIS[1])
+    with Store.open(path) as s:
+        assert s.reserve_fcnt_down(EUIS[0]) == 10
+
+
+def test_uplink_commit_saves_mac_states_in_the_same_transaction(store: Store) -> None:
+    store.upsert_device(device(0))
+    store.accept_uplinks([uplink(0, 1)], {EUIS[0]: {"data_rate": 5}})
+    assert store.get_device(EUIS[0]).mac_state == {"data_rate": 5}
+    assert store.accept_uplinks([], {EUIS[0]: {"data_rate": 4}}) == []
+    assert store.get_device(EUIS[0]).mac_state == {"data_rate": 4}

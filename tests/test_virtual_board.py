@@ -7,6 +7,7 @@ simulated (sim.bus) and time is virtual (sim.clock).
 from __future__ import annotations
 
 import os
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sim.vm import (
     BoardHardware,
     VirtualBoard,
     harness_heap_bytes,
+    run_code,
 )
 
 pytestmark = pytest.mark.vm
@@ -523,6 +525,92 @@ def test_heap_figures_show_when_a_program_outgrows_its_budget(make_board: MakeBo
     assert big.history[0].heap_grew is True
     big_end = big.history[0].heap_end
     assert big_end is not None and big_end.used - harness_heap_bytes() > 24_000
+
+
+
+# The VM never collects during a run (runner.mjs explains why: the WebAssembly port defers every
+# collection to the return of the outermost JS call); the runner measures the live heap instead.
+
+def test_live_heap_leaves_out_what_gc_collect_would_free(run_in_vm: Callable[..., str]) -> None:
+    out = run_in_vm("""
+        import gc
+        import _hw
+        gc.collect()
+        used0, live0 = gc.mem_alloc(), _hw.heap()["live"]
+        for i in range(300):
+            x = [i, i + 1]
+        x = None
+        gc.collect()
+        print(gc.mem_alloc() - used0, _hw.heap()["live"] - live0)
+    """)
+    used, live = (int(v) for v in out.split())
+    assert used >= 300 * 32  # the VM itself still counts every list (gc.collect() is deferred)
+    assert abs(live) < 512  # the live heap does not
+
+
+def test_host_calls_do_not_keep_heap_alive(run_in_vm: Callable[..., str]) -> None:
+    out = run_in_vm("""
+        import time
+        import _hw
+        from machine import Pin
+        p = Pin(4, Pin.OUT)
+        q = Pin(5, Pin.IN)
+        time.sleep_ms(1)
+        before = _hw.heap()["live"]
+        for i in range(300):
+            time.sleep_ms(1)
+            p.value(i & 1)
+            q.value()
+            time.ticks_ms()
+        print(_hw.heap()["live"] - before)
+    """)
+    assert abs(int(out)) < 512
+
+
+def test_heap_peak_catches_a_temporary_allocation_freed_before_the_end(make_board: MakeBoard) -> None:
+    clock = VirtualClock()
+    board = make_board(clock, """
+        import time
+        def cycle():
+            buf = bytearray(20000)  # freed when cycle() returns, long before the boot ends
+            time.sleep_ms(10)
+            return len(buf)
+        cycle()
+        time.sleep_ms(10)
+        kept = [bytearray(100) for _ in range(10)]
+    """)
+    board.start()
+    clock.run_for(1)
+
+    rec = board.history[0]
+    assert rec.outcome == "exit" and rec.heap_start is not None and rec.heap_end is not None
+    assert rec.heap_start.live is not None and rec.heap_end.live is not None and rec.heap_peak is not None
+    assert rec.heap_start.live < rec.heap_start.used  # what loading the harness left is not all live
+    app_peak = rec.heap_app_peak
+    assert app_peak is not None and 20_000 <= app_peak < 20_000 + 2048
+    assert rec.heap_peak - rec.heap_end.live >= 20_000  # gone by the end, still in the peak
+
+
+def test_heap_peak_restarts_on_request_and_run_code_reports_it(micropython_vm: object) -> None:
+    result = run_code(textwrap.dedent("""
+        import time
+        import _hw
+        big = bytearray(30000)
+        time.sleep_ms(1)
+        big = None
+        h = _hw.heap(True)  # the peak restarts from the live heap now
+        print(h["peak"] == h["live"], h["used"] >= h["live"])
+        small = bytearray(5000)
+        time.sleep_ms(1)
+        h = _hw.heap()
+        print(h["peak"] - h["live"])  # the 30 KB before the restart no longer counts
+    """))
+    assert result.traceback is None, result.output
+    first, second = result.output.splitlines()
+    assert first == "True True"
+    assert 0 <= int(second) < 512
+    assert result.heap_peak is not None and result.heap_end is not None and result.heap_end.live is not None
+    assert result.heap_peak >= result.heap_end.live
 
 
 # -- cryptolib -------------------------------------------------------------------------------------------------

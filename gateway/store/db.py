@@ -14,13 +14,14 @@ Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL at every commit, so 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Self
@@ -49,8 +50,9 @@ RETENTION_CHUNK: Final = 5_000
 _DEVICE_COLUMNS: Final = (
     "dev_eui", "dev_addr", "role", "name", "nwk_s_key", "app_s_key", "app_key", "fcnt_up",
     "fcnt_down", "dev_class", "latitude", "longitude", "location", "asset_id", "created_at",
-    "updated_at",
+    "updated_at", "join_eui", "dev_nonce_mode", "last_dev_nonce", "join_nonce", "mac_state",
 )
+_MAC_STATE_AT: Final = _DEVICE_COLUMNS.index("mac_state")
 _RECORD_COLUMNS: Final = "seq, rid, dev_eui, kind, priority, created_at, body"
 
 
@@ -120,7 +122,27 @@ def _move_aside(path: Path, reason: str) -> StoreRecovery:
 
 
 def _row_to_device(row: Sequence[Any]) -> Device:
-    return Device(**dict(zip(_DEVICE_COLUMNS, row, strict=True)))
+    values = dict(zip(_DEVICE_COLUMNS, row, strict=True))
+    values["mac_state"] = _load_mac_state(values["mac_state"])
+    return Device(**values)
+
+
+def _load_mac_state(text: str | None) -> dict[str, Any] | None:
+    """The stored MAC state, or None (a damaged one is logged and dropped: defaults apply)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("a device's stored MAC state is not a JSON object; using defaults")
+        return None
+    return value
+
+
+def _dump_mac_state(state: Mapping[str, Any] | None) -> str | None:
+    return None if state is None else json.dumps(state, sort_keys=True, separators=(",", ":"))
 
 
 def _row_to_record(row: Sequence[Any]) -> StoredRecord:
@@ -307,6 +329,7 @@ class Store:
         stored."""
         now = time.time()
         values = [getattr(device, c) for c in _DEVICE_COLUMNS]
+        values[_MAC_STATE_AT] = _dump_mac_state(device.mac_state)
         values[_DEVICE_COLUMNS.index("created_at")] = device.created_at or now
         values[_DEVICE_COLUMNS.index("updated_at")] = now
         updates = ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS
@@ -365,6 +388,99 @@ class Store:
             cur.execute("DELETE FROM devices WHERE dev_eui = ?", (dev_eui.lower(),))
             return cur.rowcount > 0
 
+    # ---------------------------------------------------------------- LoRaWAN sessions
+
+    def commit_join(
+        self,
+        dev_eui: str,
+        *,
+        dev_nonce: int,
+        join_nonce: int,
+        dev_addr: str,
+        nwk_s_key: bytes,
+        app_s_key: bytes,
+        mac_state: Mapping[str, Any] | None,
+    ) -> bool:
+        """Start a new OTAA session in ONE transaction, checking the DevNonce against replay.
+
+        The DevNonce must be above the last one ("increasing" devices) or never used before
+        ("unique" devices); when it is not, nothing changes and False is returned. Otherwise the
+        nonce is recorded, the new DevAddr, session keys, JoinNonce and MAC state are stored,
+        both frame counters restart, and True is returned. Raises DeviceConflictError if
+        another device holds ``dev_addr`` and StoreError if the device is unknown.
+        """
+        eui = dev_eui.lower()
+        now = time.time()
+        try:
+            with self._write(f"starting a session for {eui}") as cur:
+                row = cur.execute(
+                    "SELECT dev_nonce_mode, last_dev_nonce FROM devices WHERE dev_eui = ?", (eui,)
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"{self.path}: join of device {eui}: it is not registered")
+                mode, last = row
+                if mode == "unique":
+                    cur.execute(
+                        "INSERT INTO dev_nonces (dev_eui, dev_nonce, used_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", (eui, dev_nonce, now))
+                    if cur.rowcount != 1:
+                        return False
+                elif dev_nonce <= last:
+                    return False
+                cur.execute(
+                    "UPDATE devices SET dev_addr = ?, nwk_s_key = ?, app_s_key = ?, "
+                    "fcnt_up = -1, fcnt_down = 0, join_nonce = ?, "
+                    "last_dev_nonce = max(last_dev_nonce, ?), mac_state = ?, updated_at = ? "
+                    "WHERE dev_eui = ?",
+                    (dev_addr.lower(), nwk_s_key, app_s_key, join_nonce, dev_nonce,
+                     _dump_mac_state(mac_state), now, eui),
+                )
+        except sqlite3.IntegrityError:
+            raise DeviceConflictError(
+                f"dev_addr {dev_addr} already belongs to another device; the join of {eui} "
+                "was not stored"
+            ) from None
+        return True
+
+    def dev_nonce_used(self, dev_eui: str, dev_nonce: int) -> bool:
+        """True if a "unique"-mode device already used this DevNonce."""
+        with self._read(f"checking a DevNonce of {dev_eui}") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM dev_nonces WHERE dev_eui = ? AND dev_nonce = ?",
+                (dev_eui.lower(), dev_nonce),
+            ).fetchone()
+        return row is not None
+
+    def reserve_fcnt_down(self, dev_eui: str) -> int:
+        """Take the device's next downlink frame counter, durably (committed before return), so
+        it is never used twice even across a crash; raises StoreError for an unknown device."""
+        eui = dev_eui.lower()
+        with self._write(f"reserving a downlink counter for {eui}") as cur:
+            row = cur.execute(
+                "UPDATE devices SET fcnt_down = fcnt_down + 1 WHERE dev_eui = ? "
+                "AND fcnt_down < 4294967295 RETURNING fcnt_down - 1",
+                (eui,),
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no downlink counter for {eui}: device not registered "
+                             "or its counter is exhausted (rejoin it)")
+        return int(row[0])
+
+    def save_mac_states(self, states: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Store the MAC state of several devices in one transaction."""
+        if not states:
+            return
+        with self._write(f"saving the MAC state of {len(states)} devices") as cur:
+            self._put_mac_states(cur, states)
+
+    @staticmethod
+    def _put_mac_states(cur: sqlite3.Cursor, states: Mapping[str, Mapping[str, Any] | None]
+                        ) -> None:
+        cur.executemany(
+            "UPDATE devices SET mac_state = ? WHERE dev_eui = ?",
+            [(_dump_mac_state(state), eui.lower()) for eui, state in states.items()],
+        )
+
     # ---------------------------------------------------------------- records
 
     @staticmethod
@@ -377,20 +493,27 @@ class Store:
             log.error("record %s not stored: its SenML does not encode: %s", item.rid, exc)
             return None
 
-    def accept_uplinks(self, batch: Sequence[Accepted]) -> list[bool]:
+    def accept_uplinks(
+        self,
+        batch: Sequence[Accepted],
+        mac_states: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> list[bool]:
         """Commit a burst of accepted uplinks in ONE transaction (one fsync: group commit).
 
         Per item: insert its record and move the device's fcnt_up forward (never back).
+        ``mac_states`` (dev_eui -> MAC state) are saved in the same transaction.
         Returns, per item, True if stored now, False if its rid was already stored (a
         duplicate) or its records could not be encoded (logged). Raises StoreFullError (with
         nothing of the batch stored) when the database or disk is full.
         """
         results = [False] * len(batch)
         bodies = [self._body(item) for item in batch]
-        if not batch:
+        if not batch and not mac_states:
             return results
         now = time.time()
         with self._write(f"committing {len(batch)} uplinks") as cur:
+            if mac_states:
+                self._put_mac_states(cur, mac_states)
             for i, (item, body) in enumerate(zip(batch, bodies, strict=True)):
                 if body is None:
                     continue

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 __all__ = [
+    "DEV_NONCE_MODES",
     "KINDS",
     "Accepted",
     "Device",
@@ -25,6 +26,8 @@ __all__ = [
 RecordKind = Literal["up", "event", "cmd-status", "status"]
 KINDS: Final = ("up", "event", "cmd-status", "status")
 DevClass = Literal["A", "C"]
+DevNonceMode = Literal["increasing", "unique"]
+DEV_NONCE_MODES: Final = ("increasing", "unique")
 
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _HEX8 = re.compile(r"[0-9a-f]{8}")
@@ -76,8 +79,14 @@ def _check_key(name: str, value: Any) -> bytes | None:
 class Device:
     """One registered node: identity, session keys, frame counters, class and where it stands.
 
-    ``fcnt_up`` is the last accepted 32-bit uplink counter (-1 before the first uplink).
-    Keys are raw bytes; ``repr`` masks them so a device can be logged safely.
+    ``fcnt_up`` is the last accepted 32-bit uplink counter (-1 before the first uplink);
+    ``fcnt_down`` the next downlink counter to use (persisted before each downlink is sent, so
+    one is never reused). OTAA: ``app_key`` (+ optional ``join_eui``) lets the device join;
+    ``dev_nonce_mode`` says how its DevNonces are checked ("increasing": LoRaWAN 1.0.4 counter,
+    "unique": 1.0.2/1.0.3 random values never reused); ``last_dev_nonce``/``join_nonce`` are
+    the last accepted DevNonce and the last JoinNonce sent. ``mac_state`` is the network side's
+    JSON-able MAC state of the session (no keys). Keys are raw bytes; ``repr`` masks them so a
+    device can be logged safely.
     """
 
     dev_eui: str
@@ -96,6 +105,11 @@ class Device:
     asset_id: str | None = None
     created_at: float | None = None
     updated_at: float | None = None
+    join_eui: str | None = None
+    dev_nonce_mode: DevNonceMode = "increasing"
+    last_dev_nonce: int = -1
+    join_nonce: int = 0
+    mac_state: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         eui = self.dev_eui.lower() if isinstance(self.dev_eui, str) else ""
@@ -118,6 +132,26 @@ class Device:
             raise DeviceError(f"device {eui}: fcnt_up must be -1 or a 32-bit counter")
         if not isinstance(self.fcnt_down, int) or not 0 <= self.fcnt_down <= 0xFFFFFFFF:
             raise DeviceError(f"device {eui}: fcnt_down must be a 32-bit counter")
+        if self.join_eui is not None:
+            join = self.join_eui.lower() if isinstance(self.join_eui, str) else ""
+            if not _HEX16.fullmatch(join):
+                raise DeviceError(f"device {eui}: join_eui {self.join_eui!r}: expected 16 hex "
+                                  "digits (an EUI-64)")
+            self.join_eui = join
+        if self.dev_nonce_mode not in DEV_NONCE_MODES:
+            raise DeviceError(f"device {eui}: dev_nonce_mode {self.dev_nonce_mode!r}: expected "
+                              "'increasing' (LoRaWAN 1.0.4) or 'unique' (1.0.2/1.0.3)")
+        if not isinstance(self.last_dev_nonce, int) or not -1 <= self.last_dev_nonce <= 0xFFFF:
+            raise DeviceError(f"device {eui}: last_dev_nonce must be -1 or 0..65535")
+        if not isinstance(self.join_nonce, int) or not 0 <= self.join_nonce <= 0xFFFFFF:
+            raise DeviceError(f"device {eui}: join_nonce must be a 24-bit counter")
+        if self.mac_state is not None and not isinstance(self.mac_state, dict):
+            raise DeviceError(f"device {eui}: mac_state must be a dict or None")
+
+    @property
+    def otaa(self) -> bool:
+        """True when the device can join over the air (it has an AppKey)."""
+        return self.app_key is not None
 
     def __repr__(self) -> str:
         return (
@@ -126,7 +160,8 @@ class Device:
             f"app_s_key={_mask(self.app_s_key)}, app_key={_mask(self.app_key)}, "
             f"fcnt_up={self.fcnt_up}, fcnt_down={self.fcnt_down}, dev_class={self.dev_class!r}, "
             f"latitude={self.latitude!r}, longitude={self.longitude!r}, "
-            f"location={self.location!r}, asset_id={self.asset_id!r})"
+            f"location={self.location!r}, asset_id={self.asset_id!r}, "
+            f"join_eui={self.join_eui!r}, dev_nonce_mode={self.dev_nonce_mode!r})"
         )
 
     __str__ = __repr__

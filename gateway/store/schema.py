@@ -49,6 +49,30 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX records_by_priority_age ON records (priority, created_at)",
         ),
     ),
+    (
+        2,
+        (
+            # OTAA: the JoinEUI a join-request must carry, how DevNonces are checked
+            # ('increasing': LoRaWAN 1.0.4 counter; 'unique': 1.0.2/1.0.3 random, never reused),
+            # the last DevNonce accepted and the last JoinNonce sent (both never go back).
+            """ALTER TABLE devices ADD COLUMN join_eui TEXT
+                CHECK (join_eui IS NULL OR length(join_eui) = 16)""",
+            """ALTER TABLE devices ADD COLUMN dev_nonce_mode TEXT NOT NULL DEFAULT 'increasing'
+                CHECK (dev_nonce_mode IN ('increasing', 'unique'))""",
+            "ALTER TABLE devices ADD COLUMN last_dev_nonce INTEGER NOT NULL DEFAULT -1",
+            "ALTER TABLE devices ADD COLUMN join_nonce INTEGER NOT NULL DEFAULT 0",
+            # The network side's MAC state of the session (RX windows, ADR, device status) as
+            # JSON; never keys.
+            "ALTER TABLE devices ADD COLUMN mac_state TEXT",
+            # Every DevNonce a device in 'unique' mode has used (1.0.2/1.0.3 replay protection).
+            """CREATE TABLE dev_nonces (
+                dev_eui TEXT NOT NULL,
+                dev_nonce INTEGER NOT NULL CHECK (dev_nonce BETWEEN 0 AND 65535),
+                used_at REAL NOT NULL,
+                PRIMARY KEY (dev_eui, dev_nonce)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

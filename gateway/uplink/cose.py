@@ -141,7 +141,9 @@ def _protected_for(content_type: int) -> bytes:
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
     """Sig_structure for COSE_Sign1 (RFC 9052 §4.4): the bytes that are actually signed."""
     # array(4), tstr "Signature1", bstr protected, bstr external_aad, bstr payload
-    return b"\x84\x6aSignature1" + _bstr(protected) + _bstr(external_aad) + _bstr(payload)
+    # (joined once: a backlog pack's payload may be 64 KiB, copied no more than needed)
+    return b"".join((b"\x84\x6aSignature1", _bstr(protected), _bstr(external_aad),
+                     _bstr_head(len(payload)), payload))
 
 
 def sign1(
@@ -157,14 +159,8 @@ def sign1(
     protected = _protected_for(content_type)
     signature = key.sign(sig_structure(protected, payload, external_aad))
     # tag(18) array(4) bstr(protected) {4: bstr(kid)} bstr(payload) bstr(signature)
-    return (
-        b"\xd2\x84"
-        + _bstr(protected)
-        + b"\xa1\x04"
-        + _bstr(key.kid)
-        + _bstr(payload)
-        + _bstr(signature)
-    )
+    return b"".join((b"\xd2\x84", _bstr(protected), b"\xa1\x04", _bstr(key.kid),
+                     _bstr_head(len(payload)), payload, _bstr(signature)))
 
 
 def _loads_exact(data: bytes) -> Any:

@@ -13,8 +13,15 @@ all go to its own topic, so per-device order holds without waiting for each ack 
 only exception is a message the broker refuses (MQTT v5 negative PUBACK) while later ones are
 accepted: it stays in the store and is retried later.
 
-Backlog: a record older than ``historical_after_s`` when it is sent gets ``'hist': True`` on each
-of its SenML records (set before signing), so the hypervisor can tell late data from live data.
+Backlog: when the forwarder is behind (the oldest pending record is older than
+``historical_after_s``, or a whole window is pending), it drains in batches: a ``BacklogReader``
+groups a large span of the queue per device, and the records of one device go out as a few large
+signed packs (``senml.backlog_part``/``assemble_pack``, byte-level: each uplink keeps its own
+records and ``rid``, and its first record carries ``'hist': True``). One Ed25519 signature then
+covers up to ``max_pack_uplinks`` uplinks. The delete of a round's acknowledged records runs in
+the background while the next round is fetched and signed (still only after their PUBACK).
+Live traffic stays one message per uplink; a single record sent late (older than
+``historical_after_s``) is marked the same way (``mark_historical``). docs/mqtt.md has the shapes.
 
 Reconnect: exponential backoff with jitter (initial 0.5 s, doubling, capped at 30 s), reset
 after a connection that stayed up for a while. ``notify()`` wakes an idle forwarder as soon as
@@ -27,15 +34,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from gateway.keys import SigningKey
 from gateway.store.model import StoredRecord, StoreError
+from gateway.uplink.backlog import BacklogReader
 from gateway.uplink.cose import CONTENT_SENML_CBOR, sign1
 from gateway.uplink.mqtt import DisconnectedError, PublisherError, PublishRejectedError
-from gateway.uplink.senml import SenMLError, decode_pack, encode_pack
+from gateway.uplink.senml import SenMLError, assemble_pack, backlog_part, mark_historical
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -47,6 +55,10 @@ log = logging.getLogger("cityedge.forwarder")
 
 HEALTHY_CONNECTION_S: Final = 30.0  # a connection up this long resets the backoff
 IDLE_POLL_S: Final = 5.0  # safety net: look at the store even without notify()
+MAX_PACK_UPLINKS: Final = 128  # uplinks joined in one backlog message at most
+MAX_PACK_BYTES: Final = 64 * 1024  # and about this many bytes of SenML
+PLAN_ROWS: Final = 262_144  # backlog rows grouped per device at a time (8 bytes each)
+ROUND_RECORDS: Final = 2_048  # backlog records in flight at once (bodies held in memory)
 
 # record kind -> topic level under the prefix
 _KIND_TOPIC: Final = {"up": "up", "event": "event", "cmd-status": "cmd-status",
@@ -75,8 +87,10 @@ class Backoff:
 class ForwarderStats:
     """What the forwarder did, for the status page and tests."""
 
-    published: int = 0
-    historical: int = 0
+    published: int = 0  # records acknowledged by the broker
+    historical: int = 0  # of which sent marked historical
+    messages: int = 0  # MQTT messages acknowledged (a backlog pack counts once)
+    packs: int = 0  # of which backlog packs joining several uplinks
     connections: int = 0
     disconnects: int = 0
     rejected: int = 0
@@ -101,6 +115,8 @@ class Forwarder:
         batch_size: int = 256,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
+        max_pack_uplinks: int = MAX_PACK_UPLINKS,
+        on_acked: Callable[[Sequence[StoredRecord]], None] | None = None,
     ) -> None:
         if not 1 <= batch_size <= 65535:
             raise ValueError(f"batch_size {batch_size}: expected 1..65535 (MQTT packet ids)")
@@ -112,9 +128,15 @@ class Forwarder:
         self.historical_after_s = historical_after_s
         self.batch_size = batch_size
         self.backoff = backoff or Backoff()
+        if not 1 <= max_pack_uplinks <= 1024:
+            raise ValueError(f"max_pack_uplinks {max_pack_uplinks}: expected 1..1024")
         self.clock = clock
+        self.max_pack_uplinks = max_pack_uplinks
+        self.on_acked = on_acked  # called with the records the broker acknowledged (bench)
         self.stats = ForwarderStats()
         self._wake = asyncio.Event()
+        self._reader: BacklogReader | None = None
+        self._deleting: asyncio.Future[int] | None = None
 
     def notify(self) -> None:
         """New records were committed: wake the loop if it is idle (cheap, call freely)."""
@@ -122,16 +144,15 @@ class Forwarder:
 
     # ------------------------------------------------------------ building messages
 
-    def message_for(self, record: StoredRecord, now: float) -> tuple[str, bytes, bool]:
-        """(topic, signed payload, historical?) for one stored record."""
+    def message_for(self, record: StoredRecord, now: float, *,
+                    backlog: bool = False) -> tuple[str, bytes, bool]:
+        """(topic, signed payload, historical?) for one stored record; ``backlog`` marks it
+        historical whatever its age."""
         body = record.body
-        historical = now - record.created_at > self.historical_after_s
+        historical = backlog or now - record.created_at > self.historical_after_s
         if historical:
             try:
-                pack = decode_pack(body)
-                for entry in pack:
-                    entry["hist"] = True
-                body = encode_pack(pack, validate=False)
+                body = mark_historical(body)
             except SenMLError as exc:
                 # Never drop data over a marking: send it as stored, signed, and count it.
                 self.stats.unreadable += 1
@@ -140,6 +161,43 @@ class Forwarder:
                 historical = False
         payload = sign1(body, self.key, CONTENT_SENML_CBOR)
         return topic_for(self.prefix, record.kind, record.dev_eui), payload, historical
+
+    def packs_for(self, records: Sequence[StoredRecord],
+                  now: float) -> list[tuple[list[StoredRecord], tuple[str, bytes, bool]]]:
+        """Cut one device's backlog (seq order) into signed messages: consecutive joinable
+        uplinks up to ``max_pack_uplinks`` / MAX_PACK_BYTES in one pack, anything else alone;
+        returns (records, (topic, payload, historical)) per message, in order."""
+        out: list[tuple[list[StoredRecord], tuple[str, bytes, bool]]] = []
+        current: list[StoredRecord] = []
+        parts: list[tuple[int, bytes]] = []
+        size = 0
+
+        def close() -> None:
+            first = current[0]
+            body = assemble_pack(parts)
+            out.append((list(current), (topic_for(self.prefix, first.kind, first.dev_eui),
+                                        sign1(body, self.key, CONTENT_SENML_CBOR), True)))
+            current.clear()
+            parts.clear()
+
+        for record in records:
+            part = backlog_part(record.body) if record.kind == "up" else None
+            if part is None:
+                if current:
+                    close()
+                    size = 0
+                out.append(([record], self.message_for(record, now, backlog=True)))
+                continue
+            if current and (len(current) >= self.max_pack_uplinks
+                            or size + len(part[1]) > MAX_PACK_BYTES):
+                close()
+                size = 0
+            current.append(record)
+            parts.append(part)
+            size += len(part[1])
+        if current:
+            close()
+        return out
 
     # ------------------------------------------------------------ the loop
 
@@ -154,6 +212,9 @@ class Forwarder:
                     self.stats.connected = True
                     self.stats.connections += 1
                     await self._pump()
+            except asyncio.CancelledError:
+                self._close_reader()
+                raise
             except PublisherError as exc:
                 self.stats.last_error = str(exc)
                 if isinstance(exc, PublishRejectedError):
@@ -162,6 +223,7 @@ class Forwarder:
             except StoreError as exc:
                 self.stats.last_error = str(exc)
                 log.error("store: %s", exc)
+                self._close_reader()  # opened again on the next drain
             except Exception as exc:  # a bug must not stop forwarding for good
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -170,24 +232,103 @@ class Forwarder:
                 if self.stats.connected:
                     self.stats.disconnects += 1
                 self.stats.connected = False
+            try:
+                await self._flush_deletes()  # a delete of acknowledged records still running
+            except StoreError as exc:
+                log.error("store: %s (those records will be sent again)", exc)
             if loop.time() - started >= HEALTHY_CONNECTION_S:
                 failures = 0
             delay = self.backoff.delay(failures)
             failures += 1
             log.info("reconnecting to the broker in %.1f s", delay)
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._close_reader()
+                raise
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def _open_reader(self) -> BacklogReader:
+        if self._reader is None:
+            self._reader = BacklogReader(self.store.path)
+        return self._reader
 
     async def _pump(self) -> None:
+        # Records up to ``after`` were sent on this connection: acknowledged ones are being
+        # deleted in the background, so they are not read again. A failure raises, and the
+        # next connection starts again from the oldest record still stored.
+        reader = self._open_reader()
+        after = 0
         while True:
-            batch = await asyncio.to_thread(self.store.pending, self.batch_size)
+            batch = await asyncio.to_thread(reader.pending, self.batch_size, after)
             if not batch:
+                await self._flush_deletes()
                 # Clear, then look again: a notify() after the clear is never missed.
                 self._wake.clear()
-                batch = await asyncio.to_thread(self.store.pending, self.batch_size)
+                batch = await asyncio.to_thread(reader.pending, self.batch_size, after)
                 if not batch:
                     await self._idle()
                     continue
-            await self._send(batch)
+            if self._behind(batch):
+                await self._drain(after)
+                await self._flush_deletes()
+                after = 0  # the drain deleted what it sent; start from the oldest again
+            else:
+                await self._send(batch)
+                after = batch[-1].seq
+
+    def _behind(self, batch: Sequence[StoredRecord]) -> bool:
+        """A full window pending, or its oldest record already late: drain in packs."""
+        return (len(batch) >= self.batch_size
+                or self.clock() - batch[0].created_at > self.historical_after_s)
+
+    async def _drain(self, after: int = 0) -> None:
+        """Send the backlog after seq ``after`` as per-device packs, span by span, until the
+        queue is short."""
+        reader = self._open_reader()
+        while True:
+            plan = await asyncio.to_thread(reader.plan, after, PLAN_ROWS)
+            if not plan.rows:
+                await self._flush_deletes()
+                return
+            after = plan.last_seq
+            # A piece is up to one pack of a device's seqs; a round is up to ``batch_size``
+            # pieces (messages in flight) and ROUND_RECORDS records (bodies in memory). Rounds
+            # go one after the other, so a device's packs leave in seq order.
+            pieces: list[Sequence[int]] = []
+            size = 0
+            step = self.max_pack_uplinks
+            for seqs in plan.groups.values():
+                for start in range(0, len(seqs), step):
+                    piece = seqs[start:start + step]
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size >= ROUND_RECORDS or len(pieces) >= self.batch_size:
+                        await self._send_round(reader, pieces)
+                        pieces, size = [], 0
+            if pieces:
+                await self._send_round(reader, pieces)
+            if plan.rows < PLAN_ROWS:
+                await self._flush_deletes()
+                return
+
+    async def _send_round(self, reader: BacklogReader, pieces: list[Sequence[int]]) -> None:
+        """Fetch, pack, sign and publish one round of backlog; the acknowledged records are
+        deleted in the background while the next round is prepared."""
+        wanted = [seq for piece in pieces for seq in piece]
+        found = await asyncio.to_thread(reader.fetch, wanted)
+        now = self.clock()
+        packs: list[list[StoredRecord]] = []
+        messages: list[tuple[str, bytes, bool]] = []
+        for piece in pieces:
+            for pack, message in self.packs_for([found[s] for s in piece if s in found], now):
+                packs.append(pack)
+                messages.append(message)
+        await self._publish(packs, messages, defer_delete=True)
 
     async def _idle(self) -> None:
         wake = asyncio.ensure_future(self._wake.wait())
@@ -205,21 +346,51 @@ class Forwarder:
     async def _send(self, batch: list[StoredRecord]) -> None:
         now = self.clock()
         messages = [self.message_for(record, now) for record in batch]
+        await self._publish([[record] for record in batch], messages, defer_delete=True)
+
+    async def _publish(self, packs: Sequence[Sequence[StoredRecord]],
+                       messages: Sequence[tuple[str, bytes, bool]], *,
+                       defer_delete: bool = False) -> None:
+        """Publish every message at once, delete the records of the acknowledged ones, then
+        raise the first failure (the rest stays stored and is sent after reconnecting).
+
+        With ``defer_delete`` the delete runs in the background (one at a time) so the next
+        round overlaps it; ``_flush_deletes`` waits for it.
+        """
         results = await asyncio.gather(
             *(self.publisher.publish(topic, payload) for topic, payload, _ in messages),
             return_exceptions=True,
         )
-        acked = [rec.seq for rec, result in zip(batch, results, strict=True) if result is None]
+        acked: list[StoredRecord] = []
+        for pack, (_, _, hist), result in zip(packs, messages, results, strict=True):
+            if result is not None:
+                continue
+            acked.extend(pack)
+            self.stats.messages += 1
+            if len(pack) > 1:
+                self.stats.packs += 1
+            if hist:
+                self.stats.historical += len(pack)
         self.stats.published += len(acked)  # counted at the broker's ack, before the delete
-        self.stats.historical += sum(
-            1 for (_, _, hist), result in zip(messages, results, strict=True)
-            if hist and result is None
-        )
         if acked:
-            await asyncio.to_thread(self.store.delete, acked)
+            if self.on_acked is not None:
+                self.on_acked(acked)
+            await self._flush_deletes()
+            seqs = [record.seq for record in acked]
+            if defer_delete:
+                self._deleting = asyncio.ensure_future(asyncio.to_thread(self.store.delete, seqs))
+            else:
+                await asyncio.to_thread(self.store.delete, seqs)
         for result in results:
             if isinstance(result, BaseException):
+                await self._flush_deletes()
                 if isinstance(result, PublisherError):
                     raise result
                 raise PublisherError(f"publish failed: {type(result).__name__}: {result}") \
                     from result
+
+    async def _flush_deletes(self) -> None:
+        """Wait for the background delete of acknowledged records, if one runs."""
+        deleting, self._deleting = self._deleting, None
+        if deleting is not None:
+            await deleting

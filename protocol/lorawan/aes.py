@@ -6,8 +6,9 @@ new bytes. A cipher serves one direction only, as MicroPython's `cryptolib.aes` 
 ask the factory again rather than mixing encrypt and decrypt on one object.
 
 A factory may also carry `cmac(key, msg)`, a native AES-CMAC; `cmac.aes_cmac` uses it when present.
-The CPython factory (aes_cryptography.py) does: OpenSSL's CMAC is about six times faster than CMAC
-written in Python, which matters for the gateway's MIC checks. On a board the portable code runs.
+The CPython factory (aes_cryptography.CachedAES) does, and keeps its OpenSSL contexts and CMAC
+templates per key: the gateway checks a MIC and decrypts a payload per uplink, and creating the
+contexts would cost more than the work itself. On a board the portable code runs unchanged.
 """
 
 _factory = None
@@ -20,9 +21,9 @@ def default_aes():
         try:
             import cryptolib
         except ImportError:  # CPython: the wrapper lives apart so boards never load it
-            from .aes_cryptography import CryptographyAES
+            from .aes_cryptography import CachedAES
 
-            _factory = CryptographyAES
+            _factory = CachedAES()
         else:
             _factory = _cryptolib_factory(cryptolib)
     return _factory

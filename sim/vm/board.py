@@ -28,8 +28,15 @@ resets it at the watchdog's deadline, otherwise the board is left ``hung``. A bo
 ended or crashed sits at the REPL, which does not feed an armed watchdog either.
 
 Heap: each :class:`Boot` records ``micropython.mem_info()`` after start-up and when the boot ends
-(:class:`HeapStats`); the GC heap starts at ``heap_bytes`` and grows when a collection cannot make
-room, so ``heap_end.total`` is the high-water mark to compare with a budget (see HeapStats).
+(:class:`HeapStats`). In this VM ``gc.collect()`` frees nothing until the run ends (the WebAssembly
+port defers every collection to the return of the outermost JS call, and the whole boot is one
+such call: see runner.mjs), so ``used`` and ``gc.mem_alloc()`` count every allocation since start
+and the heap grows instead of collecting; ``heap_grew``/``total`` say how much a run allocated, not
+what it needed. What a board's heap would hold is measured by the runner: ``HeapStats.live`` (bytes
+reachable at that moment, i.e. ``used`` after a collection on a board) and ``Boot.heap_peak``, the
+highest live figure sampled at every host call of the boot (``Boot.heap_app_peak``: above the
+harness's baseline). In the VM, ``_hw.heap()`` gives the same figures and ``_hw.heap(True)``
+restarts the peak (e.g. at the start of a cycle).
 
 Processes: one Node.js process per boot, killed when the boot ends, on ``stop()``/``power_cut()``,
 at interpreter exit, and by the runner itself when its host process disappears.
@@ -195,27 +202,35 @@ _MEM_RE = re.compile(r"GC: total: (\d+), used: (\d+), free: (\d+)")
 
 @dataclass(frozen=True)
 class HeapStats:
-    """One ``micropython.mem_info()`` reading of the VM's GC heap (bytes), after a collection.
+    """One ``micropython.mem_info()`` reading of the VM's GC heap (bytes), plus the live figure.
 
     The heap starts at ``heap_bytes`` (``total`` is a little less: the GC's own tables) and grows
-    in further chunks when a collection cannot make room, so a ``total`` at the end above the one
-    at boot means the program needed more heap than it had. At boot the harness (machine, time,
-    os, cryptolib, binascii: ROM on a board) already uses :func:`harness_heap_bytes`; to give an
-    application a board's B bytes of free heap, boot it with ``heap_bytes=harness_heap_bytes() + B``
-    and check :attr:`Boot.heap_grew`.
+    in further chunks when an allocation finds no room. Since the VM cannot collect during a run
+    (see the module docstring), ``used`` includes all the garbage made since start and a ``total``
+    at the end above the one at boot means the program allocated more than the heap in all; ``live``
+    is what a collection would have left (compare it, or Boot.heap_peak, with a budget). At boot
+    the harness (machine, time, os, cryptolib, binascii: ROM on a board) already uses
+    :func:`harness_heap_bytes` (``heap_start.live`` of it is live); to bound what an application
+    allocates in all, boot it with ``heap_bytes=harness_heap_bytes() + B`` and check
+    :attr:`Boot.heap_grew`; to check its need against a board's B bytes, compare
+    :attr:`Boot.heap_app_peak` with B.
     """
 
     total: int
     used: int
     free: int
     text: str
+    # Bytes of the objects reachable at that moment: what used would be after a collection on a
+    # board (None: not measured). See Boot.heap_peak and runner.mjs (makeHeapProbe).
+    live: int | None = None
 
     @classmethod
-    def parse(cls, text: str | None) -> HeapStats | None:
+    def parse(cls, text: str | None, heap: dict[str, Any] | None = None) -> HeapStats | None:
         m = _MEM_RE.search(text or "")
         if m is None:
             return None
-        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), text or "")
+        live = heap.get("live") if isinstance(heap, dict) else None
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), text or "", live)
 
 
 @dataclass
@@ -234,6 +249,17 @@ class Boot:
     heap_end: HeapStats | None = None
     requests: int = 0
     real_boot_s: float | None = None  # wall time from spawning node to the VM's first request
+    # Highest live heap (bytes, harness included: subtract heap_start.live for the application's
+    # own) sampled at every host call from the boot report to the end report; None when the boot
+    # ended without one (power cut, hang, stop). How it is measured: runner.mjs, makeHeapProbe.
+    heap_peak: int | None = None
+
+    @property
+    def heap_app_peak(self) -> int | None:
+        """The application's own peak live heap: heap_peak above the harness's live baseline."""
+        if self.heap_peak is None or self.heap_start is None or self.heap_start.live is None:
+            return None
+        return self.heap_peak - self.heap_start.live
 
     @property
     def heap_grew(self) -> bool | None:
@@ -255,6 +281,7 @@ class CodeResult:
     heap_end: HeapStats | None
     virtual_us: int
     outcome: str | None
+    heap_peak: int | None = None  # see Boot.heap_peak
 
 
 # -- the board's wiring --------------------------------------------------------------------------
@@ -818,7 +845,10 @@ class VirtualBoard:
         rec.ended_us = self.clock.now_us()
         rec.outcome = outcome
         if msg is not None and msg.get("mem"):
-            rec.heap_end = HeapStats.parse(msg["mem"])
+            rec.heap_end = HeapStats.parse(msg["mem"], msg.get("heap"))
+            heap = msg.get("heap")
+            if isinstance(heap, dict) and heap.get("peak") is not None:
+                rec.heap_peak = int(heap["peak"])
 
     def _end_boot(self, sess: _Session, proc: _VMProcess, rec: Boot, end: _Ending) -> tuple[str, Any]:
         if end.outcome in ("exit", "crash"):
@@ -918,7 +948,7 @@ class VirtualBoard:
         return {"t": now, "u": now & TICKS_MAX, "m": (now // 1000) & TICKS_MAX}
 
     def _op_boot(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any]:
-        self.history[-1].heap_start = HeapStats.parse(msg.get("mem"))
+        self.history[-1].heap_start = HeapStats.parse(msg.get("mem"), msg.get("heap"))
         return {}
 
     def _op_sleep(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any] | _Ending:
@@ -1152,6 +1182,7 @@ def run_code(
         heap_end=last.heap_end if last else None,
         virtual_us=clock.now_us(),
         outcome=last.outcome if last else None,
+        heap_peak=last.heap_peak if last else None,
     )
 
 

@@ -101,15 +101,211 @@ function onStdout(chunk) {
 }
 
 // -- the VM --------------------------------------------------------------------------------------
+// The package does not export its wasm memory; catch the instance as Emscripten instantiates it.
+let wasmExports = null;
+const realInstantiate = WebAssembly.instantiate;
+WebAssembly.instantiate = async function (...args) {
+  const r = await realInstantiate.apply(this, args);
+  wasmExports = (r.instance || r).exports;
+  return r;
+};
 const { loadMicroPython } = await import(pathToFileURL(cfg.micropython).href);
-const mp = await loadMicroPython({
-  heapsize: cfg.heap,
-  pystack: cfg.pystack || 2048,
-  linebuffer: false,
-  stdout: onStdout,
-  stderr: onStdout,
-});
+const PYSTACK_WORDS = cfg.pystack || 2048;
+let mp;
+try {
+  mp = await loadMicroPython({
+    heapsize: cfg.heap,
+    pystack: PYSTACK_WORDS,
+    linebuffer: false,
+    stdout: onStdout,
+    stderr: onStdout,
+  });
+} finally {
+  WebAssembly.instantiate = realInstantiate;
+}
 const FS = mp.FS;
+
+// -- live heap: what gc.collect() would leave, measured from outside ---------------------------------
+// WHY gc.collect() FREES NOTHING IN THIS VM (root cause, in the npm package's C, not in our shims):
+// the WebAssembly port is built with MICROPY_GC_SPLIT_HEAP_AUTO, and its ports/webassembly/main.c
+// then defines gc_collect() as "gc_collect_pending = true" and nothing else. The collection itself
+// (gc_collect_top_level: gc_collect_start + gc_collect_end, no stack scan) only runs when
+// external_call_depth drops back to 0, i.e. when the outermost JS -> wasm call (runPython,
+// replProcessChar, pyimport) returns. The reason is sound: compiled C keeps object pointers in wasm
+// locals, which live outside linear memory where no conservative scan can see them, so collecting
+// while C frames are active could free live objects. Meanwhile a failed allocation makes the heap
+// grow (split heap) instead of collecting. The whole boot (_boot.main(): boot.py, main.py) runs
+// inside ONE runPython call, so during a run nothing is ever freed: gc.collect() is a no-op,
+// gc.mem_alloc()/mem_info() count every allocation since start (the 300-list loop's 9.6 KB, the
+// 64-160 B of JSON strings, dicts and JsProxy objects each host call allocates), and the heap
+// grows with run length. (At the serial REPL each typed character is one top-level call, so there
+// the pending collection does run between statements.) Host calls do not leak: no JS-side proxy
+// table keeps Python objects (only strings and ints cross), what they allocate is garbage the
+// deferred collection frees (checked at the top level), and the live figure below stays flat
+// over 1200 host calls.
+// The pending collection cannot be triggered from JS during a host call without the same hazard,
+// the wasm has no name section and exports no GC entry point, and rebuilding the package is out
+// of scope; so gc.collect() stays as the package made it, and the VM's heap is measured instead:
+//
+// liveHeap() marks, read-only, the GC heap from the roots a board's gc.collect() scans: the
+// MicroPython state (mp_state_ctx: module dicts, sys.modules, root pointers), the Python stack up
+// to its current top, and the live part of the C (Emscripten shadow) stack, conservatively, with
+// MicroPython's own rules (a root is a block-aligned pointer to a HEAD block of the ATB; an
+// object's blocks are HEAD + TAIL*, all words scanned). Nothing in the VM is modified. Checked
+// against the real collection at the top level: equal to the byte. What it cannot see are pointers
+// held only in wasm locals of the C frames below the host call (a few transient objects of the
+// statement being executed: a slight underestimate, bounded by what that statement holds).
+// Layout (MicroPython 1.27, 32-bit wasm): 16-byte blocks, 2 ATB bits per block (0 free, 1 head,
+// 2 tail); mp_state_mem_area_t = {next, atb_start, atb_len, ftb_start, pool_start, pool_end, ...},
+// the first one inside mp_state_ctx, the others at the start of each region the heap grew by;
+// mp_state_thread_t holds {pystack_start, pystack_end, pystack_cur}. Both are found by value
+// after start-up (the heap size and the Python stack size are known); if either is not found
+// (another package version), the live figures are reported as null instead of guessed.
+function makeHeapProbe(ex, heapBytes, pystackWords) {
+  if (!ex || !ex.memory || !ex.emscripten_stack_get_base || !ex.emscripten_stack_get_current) return null;
+  const STACK_TOP = ex.emscripten_stack_get_base(); // the shadow stack grows down from here
+  let m = new Uint32Array(ex.memory.buffer);
+  let areaAddr = 0;
+  let pyAddr = 0;
+  for (let i = STACK_TOP >> 2; i < m.length - 8 && !(areaAddr && pyAddr); i++) {
+    if (!areaAddr) {
+      const atb = m[i], len = m[i + 1], ps = m[i + 3], pe = m[i + 4];
+      if (atb && !(atb & 3) && !(ps & 15) && pe > ps && atb + len <= ps && ps - atb <= 2 * len + 4096
+          && pe - atb <= heapBytes && pe - atb >= heapBytes - 4096 && m[i - 1] === 0) areaAddr = (i - 1) * 4;
+    }
+    if (!pyAddr) {
+      const s = m[i], e = m[i + 1], c = m[i + 2];
+      if (s && e - s === pystackWords * 4 && c >= s && c <= e) pyAddr = i * 4;
+    }
+  }
+  if (!areaAddr || !pyAddr || Math.abs(areaAddr - pyAddr) > 4096) return null;
+  // mp_state_ctx is {thread, vm, mem}: the pystack fields are in thread, the first area in mem.
+  const rootLo = Math.max(STACK_TOP, Math.min(areaAddr, pyAddr) - 256);
+  const rootHi = Math.max(areaAddr, pyAddr) + 256;
+
+  const USED_IN_BYTE = new Uint8Array(256); // ATB byte -> blocks in use among its four
+  for (let v = 0; v < 256; v++) for (let k = 0; k < 8; k += 2) if ((v >> k) & 3) USED_IN_BYTE[v]++;
+
+  function areas() {
+    m = new Uint32Array(ex.memory.buffer); // a new view: memory.grow() detaches the old buffer
+    const out = [];
+    for (let a = areaAddr; a; a = m[a >> 2]) {
+      const w = a >> 2;
+      out.push({ atb: m[w + 1], ps: m[w + 4], pe: m[w + 5], n: (m[w + 5] - m[w + 4]) >> 4, marks: null });
+      if (out.length > 4096) return null; // not a list of areas after all
+    }
+    return out;
+  }
+
+  // Bytes in use (the VM's gc.mem_alloc()) and the heap's size: cheap, a table look-up per 4 blocks.
+  function usedHeap(as) {
+    const u8 = new Uint8Array(ex.memory.buffer);
+    let used = 0, total = 0;
+    for (const a of as) {
+      const nb = a.n >> 2;
+      for (let i = 0; i < nb; i++) used += USED_IN_BYTE[u8[a.atb + i]];
+      for (let b = nb << 2; b < a.n; b++) if ((u8[a.atb + (b >> 2)] >> ((b & 3) << 1)) & 3) used++;
+      total += a.n;
+    }
+    return { used: used * 16, total: total * 16 };
+  }
+
+  // Bytes of the objects reachable now (the mark phase of a collection, without the sweep).
+  function liveHeap(as) {
+    const u8 = new Uint8Array(ex.memory.buffer);
+    let lo = Infinity, hi = 0;
+    for (const a of as) { lo = Math.min(lo, a.ps); hi = Math.max(hi, a.pe); a.marks = new Uint8Array(a.n); }
+    const todoA = [], todoB = [];
+    const consider = (p) => {
+      if (p < lo || p >= hi || (p & 15)) return;
+      for (let k = 0; k < as.length; k++) {
+        const a = as[k];
+        if (p < a.ps || p >= a.pe) continue;
+        const b = (p - a.ps) >> 4;
+        if (((u8[a.atb + (b >> 2)] >> ((b & 3) << 1)) & 3) === 1 && !a.marks[b]) {
+          a.marks[b] = 1; todoA.push(k); todoB.push(b);
+        }
+        return;
+      }
+    };
+    const scan = (from, to, skipFrom, skipTo) => {
+      for (let i = from >> 2; i < to >> 2; i++) if (i < skipFrom || i >= skipTo) consider(m[i]);
+    };
+    const skip = areaAddr >> 2; // the area record itself: its pool_start would look like a root
+    scan(rootLo, rootHi, skip, skip + 8);
+    scan(m[pyAddr >> 2], m[(pyAddr >> 2) + 2], 0, 0);
+    scan(ex.emscripten_stack_get_current(), STACK_TOP, 0, 0);
+    let live = 0;
+    while (todoA.length) {
+      const a = as[todoA.pop()];
+      let b = todoB.pop();
+      do {
+        live++;
+        const w = (a.ps >> 2) + (b << 2);
+        consider(m[w]); consider(m[w + 1]); consider(m[w + 2]); consider(m[w + 3]);
+        b++;
+      } while (b < a.n && ((u8[a.atb + (b >> 2)] >> ((b & 3) << 1)) & 3) === 2);
+    }
+    return live * 16;
+  }
+
+  // The peak: live can only grow by allocating, and nothing is freed during a run but by explicit
+  // gc_free (realloc, of memory its owner holds), so live now <= live at the last mark + growth of
+  // `used` since. A sample marks only when that bound passes the peak by more than PEAK_SLACK
+  // bytes: the peak is exact to PEAK_SLACK (plus what an explicit free let be reused unseen), and
+  // a steady program costs a mark every few host calls (about 0.1 ms per host call on average).
+  // Between two host calls nothing is sampled: a temporary that is made and dropped with no host
+  // call in between (e.g. a parse tree while importing a .py) is not in the peak.
+  const PEAK_SLACK = 256;
+  let peak = null, lastLive = 0, lastUsed = 0;
+  function sample(force) {
+    const as = areas();
+    if (as === null) return null;
+    const h = usedHeap(as);
+    if (force || peak === null || h.used < lastUsed || lastLive + (h.used - lastUsed) > peak + PEAK_SLACK) {
+      lastLive = liveHeap(as);
+      lastUsed = h.used;
+      if (peak === null || lastLive > peak) peak = lastLive;
+      h.live = lastLive;
+    } else {
+      h.live = null; // not marked: at most peak + PEAK_SLACK
+    }
+    h.peak = peak;
+    return h;
+  }
+  // Back at the top level (the REPL between two characters), where the package collects for real:
+  // if it did (less in use than at the last mark), all that is left in use is live.
+  function topLevel() {
+    const as = areas();
+    if (as === null || peak === null) return;
+    const h = usedHeap(as);
+    if (h.used < lastUsed) {
+      lastLive = lastUsed = h.used;
+      if (lastLive > peak) peak = lastLive;
+    }
+  }
+  function resetPeak() {
+    const h = sample(true);
+    if (h !== null) peak = h.peak = h.live;
+    return h;
+  }
+  return { sample, resetPeak, topLevel };
+}
+
+// A measurement must never break a run: if the probe fails, it is switched off (figures null).
+let heapProbe = null;
+try { heapProbe = makeHeapProbe(wasmExports, cfg.heap, PYSTACK_WORDS); } catch { heapProbe = null; }
+function heapDo(fn) {
+  if (heapProbe === null) return null;
+  try {
+    return fn(heapProbe);
+  } catch (e) {
+    heapProbe = null;
+    writeAll(2, Buffer.from(`runner: heap probe switched off: ${e && e.stack ? e.stack : e}\n`));
+    return null;
+  }
+}
+const NO_HEAP = JSON.stringify({ live: null, peak: null, used: null, total: null });
 
 // -- filesystem: harness folders and flash -------------------------------------------------------
 const RESERVED = new Set(["dev", "proc"]); // Emscripten's own; never flash
@@ -245,6 +441,7 @@ const vmCfg = JSON.stringify(cfg.vm);
 
 // One request to the host, answered synchronously (console and flash are brought up to date first).
 function hostCall(req) {
+  heapDo((p) => p.sample(false)); // the peak, sampled at every host call
   flushConsole();
   syncFlash();
   writeAll(reqFd, Buffer.from(outBytes + " " + req + "\n"));
@@ -254,6 +451,12 @@ function hostCall(req) {
 mp.registerJsModule("_host", {
   cfg: vmCfg,
   call: hostCall,
+  // The heap now, as JSON {"live", "peak", "used", "total"} (bytes; null: not measurable);
+  // heap(1) also restarts the peak from the live figure now.
+  heap(reset) {
+    const h = heapDo((p) => (reset ? p.resetPeak() : p.sample(true)));
+    return h === null ? NO_HEAP : JSON.stringify(h);
+  },
   capture(on) {
     if (on) { capture = []; return ""; }
     const text = Buffer.from(capture || []).toString("utf8");
@@ -291,7 +494,9 @@ function repl() {
     const input = JSON.parse(hostCall('{"op":"repl_in"}'));
     if (input.d === undefined) return; // the host is ending this VM
     for (const c of Buffer.from(input.d, "hex")) {
-      if (mp.replProcessChar(c)) {
+      const done = mp.replProcessChar(c);
+      heapDo((p) => p.topLevel());
+      if (done) {
         onStdout(Buffer.from("MPY: soft reboot\n"));
         hostCall('{"op":"reset","kind":"soft"}');
         return;

@@ -17,6 +17,7 @@ import os
 import select
 import struct
 import threading
+import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
@@ -213,15 +214,35 @@ class SerialBoard:
         return self.link.port
 
     def __enter__(self) -> Self:
+        return self.start()
+
+    def start(self, wait_ready: bool = True, timeout_s: float = 60.0) -> Self:
+        """Power on; with ``wait_ready``, return once the VM runs its boot code and, unless
+        main.py keeps running, waits at its REPL (a board plugged in a moment ago), so a tool
+        does not race the start of the VM."""
         self.board.start()
         self._thread = threading.Thread(target=self.clock.run, kwargs={"raise_errors": False},
                                         name=f"clock {self.board.name}", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while wait_ready and not self.link.waiting and not self._main_running(1.0):
+            if time.monotonic() > deadline or self.board.state in ("failed", "hung", "stopped"):
+                raise TimeoutError(f"virtual board {self.board.name} did not reach its REPL "
+                                   f"(state {self.board.state})")
+            time.sleep(0.02)
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def _main_running(self, for_s: float) -> bool:
+        """The VM booted at least ``for_s`` real seconds ago and is still running main.py."""
+        history = self.board.history
+        if not history or not history[-1].requests or self.board.state != "running":
+            return False
+        self._booted_at = getattr(self, "_booted_at", None) or time.monotonic()
+        return time.monotonic() - self._booted_at >= for_s
 
     def unplug(self) -> None:
         """Pull the cable: the board loses power and the port disappears."""

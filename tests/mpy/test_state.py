@@ -84,7 +84,7 @@ def test_stale_rtc_memory_ahead_of_flash_is_not_trusted():
         rtc = FakeRTC()
         s = State(rtc)
         s.next_fcnt_up()
-        rtc.memory(b"CEF1" + (10**6).to_bytes(4, "little") + bytes(4))
+        rtc.memory(b"CEF2" + (10**6).to_bytes(4, "little") + bytes(4))
         woke = State(rtc, deep_sleep_wake=True)
         assert woke.next_fcnt_up() == STEP  # resumes at the flash reservation instead
 
@@ -112,8 +112,57 @@ def test_a_new_otaa_session_restarts_the_counters():
         s = State()
         for _ in range(3):
             s.next_fcnt_up()
-        s.new_session({"dev_addr": 1})
+        s.new_session({"dev_addr": 1}, {"dr": 3}, join_nonce=9)
         assert s.next_fcnt_up() == 0
-        assert State().session == {"dev_addr": 1}
+        after = State()
+        assert after.session == {"dev_addr": 1}
+        assert after.mac == {"dr": 3} and after.join_nonce == 9
+
+    in_fresh_dir(body)
+
+
+def test_dev_nonces_never_repeat_across_resets():
+    def body():
+        s = State()
+        first = [s.next_dev_nonce() for _ in range(3)]
+        again = State().next_dev_nonce()  # written before use: a reset never reuses one
+        assert first == [0, 1, 2] and again == 3
+
+    in_fresh_dir(body)
+
+
+def test_downlink_counter_survives_a_power_cut():
+    def body():
+        s = State()
+        s.set_fcnt_down(12)
+        assert State().fcnt_down == 12  # a replayed old downlink stays refused
+
+    in_fresh_dir(body)
+
+
+def test_the_application_bytes_come_back_from_rtc_memory_after_any_reset():
+    def body():
+        rtc = FakeRTC()
+        s = State(rtc)
+        s.rtc_extra = b"duty-cycle"
+        s.next_fcnt_up()
+        assert State(rtc, deep_sleep_wake=True).rtc_extra == b"duty-cycle"
+        assert State(rtc).rtc_extra == b"duty-cycle"  # watchdog reset: RTC memory kept
+        assert State(rtc).next_fcnt_up() == 1  # and the exact counter with it
+        assert State(FakeRTC()).rtc_extra == b""
+
+    in_fresh_dir(body)
+
+
+def test_state_of_another_identity_is_not_used():
+    def body():
+        s = State(owner="0011223344556677")
+        s.next_fcnt_up()
+        s.interval_s = 300
+        s.save()
+        same = State(owner="0011223344556677")
+        assert same.interval_s == 300 and same.next_fcnt_up() == STEP
+        other = State(owner="8899aabbccddeeff")
+        assert other.interval_s is None and other.next_fcnt_up() == 0
 
     in_fresh_dir(body)

@@ -53,7 +53,8 @@ def main():
     # In a board's firmware (ROM) these cost no heap: load them before the heap baseline.
     for name in ("binascii", "cryptolib", "machine"):
         __import__(name)
-    _hw.call(json.dumps({"op": "boot", "mem": _hw.mem()}))
+    # The peak restarts here: Boot.heap_peak is the application's, over the harness's baseline.
+    _hw.call(json.dumps({"op": "boot", "mem": _hw.mem(), "heap": _hw.heap(True)}))
     status = "exit"
     tb = None
     try:
@@ -76,4 +77,4 @@ def main():
         tb = _traceback(e)
         print(tb, end="")
         status = "crash"
-    _hw.call(json.dumps({"op": "end", "status": status, "tb": tb, "mem": _hw.mem()}))
+    _hw.call(json.dumps({"op": "end", "status": status, "tb": tb, "mem": _hw.mem(), "heap": _hw.heap()}))

@@ -127,9 +127,23 @@ def mem():
     return text
 
 
+def heap(reset=False):
+    """The live GC heap now, measured by the runner (see runner.mjs, makeHeapProbe), as a dict.
+
+    ``live``: bytes of the objects reachable now, i.e. what ``gc.collect(); gc.mem_alloc()`` would
+    give on a board (in this VM gc.collect() frees nothing until the run ends: see runner.mjs);
+    ``peak``: the highest ``live`` sampled at every host call since boot, or since the last
+    ``heap(True)``, which restarts it from now; ``used``: what the VM's gc.mem_alloc() counts
+    (every allocation since start); ``total``: the heap's size. Values are None when the runner
+    cannot find the heap (another package version).
+    """
+    return json.loads(_host.heap(1 if reset else 0))
+
+
 def end(op, **fields):
     """Report the end of this boot (main returned or crashed, deepsleep, reset): never returns."""
     fields["op"] = op
     fields["mem"] = mem()
+    fields["heap"] = heap()
     call(json.dumps(fields))
     raise SystemExit  # only reached if the host answered: the board has ended anyway
