@@ -25,6 +25,7 @@ except ImportError:  # CPython
 
 
 from drivers import ticks
+from drivers.sensirion import crc8
 
 # Measurement precision (DS Command Overview: "measure T & RH with high/medium/lowest precision").
 LOW = const(0)
@@ -61,29 +62,9 @@ _HEATER_OFF_FACTOR = const(9)
 _READ_TRIES = const(10)
 _RETRY_MS = const(1)
 
-# DS Checksum Calculation: CRC-8, polynomial 0x31 (x^8 + x^5 + x^4 + 1), init 0xFF, no reflection,
-# final XOR 0x00; example CRC(0xBEEF) = 0x92.
-_CRC_POLY = const(0x31)
-_CRC_INIT = const(0xFF)
-
 
 class SensorError(Exception):
     """A sensor is missing or answered with bad data; the message names the chip and the fault."""
-
-
-def crc8(data, start=0, end=-1):
-    """CRC-8 of ``data[start:end]`` per DS Checksum Calculation (no slice is allocated)."""
-    if end < 0:
-        end = len(data)
-    crc = _CRC_INIT
-    for i in range(start, end):
-        crc ^= data[i]
-        for _ in range(8):
-            if crc & 0x80:
-                crc = ((crc << 1) ^ _CRC_POLY) & 0xFF
-            else:
-                crc = (crc << 1) & 0xFF
-    return crc
 
 
 # DS Conversion of Signal Output: T = -45 + 175 * S_T / (2^16 - 1) degC and

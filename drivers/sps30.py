@@ -30,6 +30,7 @@ except ImportError:  # CPython
 import struct
 
 from drivers import ticks
+from drivers.sensirion import crc8
 
 ADDRESS = const(0x69)  # DS I2C Interface: fixed address
 
@@ -70,8 +71,6 @@ FAN_CLEANING_MS = const(10000)
 # 30 s (100..200 #/cm3, clean outdoor air) after the start of the measurement.
 WARM_UP_MS = const(30000)
 
-_CRC_POLY = const(0x31)  # DS Checksum Calculation: CRC-8, x^8 + x^5 + x^4 + 1
-_CRC_INIT = const(0xFF)
 
 _VALUES = const(10)  # PM1.0 PM2.5 PM4.0 PM10 mass, PM0.5..PM10 number, typical particle size
 
@@ -80,19 +79,6 @@ class SensorError(Exception):
     """The SPS30 is missing, refused a command or answered with bad data (the message says)."""
 
 
-def crc8(data, start=0, end=-1):
-    """CRC-8 of ``data[start:end]`` per DS Checksum Calculation (CRC(0xBEEF) = 0x92)."""
-    if end < 0:
-        end = len(data)
-    crc = _CRC_INIT
-    for i in range(start, end):
-        crc ^= data[i]
-        for _ in range(8):
-            if crc & 0x80:
-                crc = ((crc << 1) ^ _CRC_POLY) & 0xFF
-            else:
-                crc = (crc << 1) & 0xFF
-    return crc
 
 
 def unpack_words(frame, out, nbytes=-1):

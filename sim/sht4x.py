@@ -34,6 +34,7 @@ import random
 from sim.bus import I2CNack
 from sim.clock import VirtualClock
 from sim.environment import Environment, saturation_vapour_pressure_hpa
+from sim.sensirion import crc8
 
 ADDRESSES = (0x44, 0x45, 0x46)
 
@@ -54,14 +55,6 @@ SERIAL_US = 1_000
 SOFT_RESET_US = 1_000
 
 
-def crc8(data: bytes) -> int:
-    """DS Checksum Calculation: CRC-8, poly 0x31, init 0xFF, no reflection, no final XOR."""
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def ticks_from_celsius(temp_c: float) -> int:

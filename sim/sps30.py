@@ -37,6 +37,7 @@ from collections.abc import Callable
 from sim.bus import I2CNack
 from sim.clock import VirtualClock
 from sim.environment import Environment
+from sim.sensirion import crc8, with_crc
 
 ADDRESS = 0x69
 
@@ -75,24 +76,6 @@ FAN_CLEANING_US = 10_000_000
 DEFAULT_AUTO_CLEAN_S = 604_800  # DS: 168 h
 
 
-def crc8(data: bytes) -> int:
-    """DS Checksum Calculation: CRC-8, poly 0x31, init 0xFF, no reflection, no final XOR."""
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-def with_crc(data: bytes) -> bytes:
-    """Data bytes (even length) as the chip sends them: a CRC after every 2 bytes."""
-    if len(data) % 2:
-        raise ValueError("SPS30 data go in 2-byte words")
-    out = bytearray()
-    for i in range(0, len(data), 2):
-        out += data[i:i + 2] + bytes([crc8(data[i:i + 2])])
-    return bytes(out)
 
 
 def stabilisation_s(number_per_cm3: float) -> float:

