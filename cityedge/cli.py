@@ -594,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
     d = sub.add_parser("demo", help="run a simulated district end to end (broker, gateway, nodes)")
-    d.add_argument("--nodes", type=int, default=4, help="number of simulated air-quality nodes")
+    d.add_argument("--nodes", type=int, default=None,
+                   help="number of nodes, roles in turn (default: the mixed district of 2 air, "
+                        "1 noise, 1 soil, 2 lighting)")
     d.add_argument("--speed", type=float, default=10.0,
                    help="virtual seconds per real second (default 10)")
     d.add_argument("--interval", type=int, default=60, help="node reporting interval, virtual s")
@@ -631,6 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a gateway's public key (.pub); repeat for several gateways")
     hw.add_argument("--count", type=int, default=None, help="exit after this many messages")
     hw.set_defaults(func=cmd_hypervisor_watch)
+
+    from provisioning.cli import add_parsers  # flash, deploy, provision, node, inventory
+
+    add_parsers(sub)
     return p
 
 

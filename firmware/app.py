@@ -99,6 +99,7 @@ class Node:
         self.reset_cause = machine.reset_cause()
         woke = self.reset_cause == machine.DEEPSLEEP_RESET
         self.hw = Hardware(machine, cfg.board)
+        self.hw.wdt = wdt  # roles with long measurements (SPS30 warm-up, noise window) feed it
         rtc = machine.RTC() if hasattr(machine, "RTC") else None
         if not hasattr(rtc, "memory"):
             rtc = None  # RP2040: no RTC memory; counters resume at the flash reservation

@@ -44,18 +44,34 @@ class Agent:
         self.counters = Counters()
         self.key = signing_key or load_signing_key(config.gateway.signing_key)
         self.store = store or Store.open(config.store.path)
-        self.frontend = frontend if frontend is not None else open_frontend(config)
+        self.frontend = (frontend if frontend is not None
+                         else open_frontend(config, counters=self.counters))
         # A concentrator hears the usual 8 EU868 channels: announce the 5 extra ones in the
-        # CFList. Single-channel front ends (sx127x) and the sim's concentrator hear only the
-        # default channels, so their devices keep to those.
-        cflist = COMMON_EU868_CFLIST_HZ if config.radio.frontend == "semtech-udp" else ()
+        # CFList unless [lorawan] cflist_mhz says otherwise. Single-channel front ends (sx127x)
+        # and the sim's concentrator hear only the default channels, so their devices keep to
+        # those.
+        lw = config.lorawan
+        cflist = lw.cflist_hz()
+        if cflist is None:
+            cflist = COMMON_EU868_CFLIST_HZ if config.radio.frontend == "semtech-udp" else ()
         self.network = NetworkSide(
             self.store, config.gateway.id, self.counters,
-            join_settings=JoinSettings(cflist_hz=cflist),
+            join_settings=JoinSettings(net_id=lw.net_id, rx1_dr_offset=lw.rx1_dr_offset,
+                                       rx2_dr=lw.rx2_dr, rx_delay_s=lw.rx_delay_s,
+                                       cflist_hz=tuple(cflist)),
             transmit=getattr(self.frontend, "send", None),
         )
         self.forwarder: Forwarder | None = None
         self.started = asyncio.Event()
+        # Held while a group is checked and committed, so a registry reload never lands between
+        # the network side's checks and the commit of what they accepted.
+        self._processing = asyncio.Lock()
+
+    async def reload_devices(self) -> int:
+        """Re-read the node registry between two groups of frames; returns the node count."""
+        async with self._processing:
+            self.network.reload_devices()
+            return self.store.stats().devices
 
     async def run(self) -> None:
         """Run until cancelled; the broker may come and go, frames keep being committed."""
@@ -106,6 +122,11 @@ class Agent:
     async def process(self, frames: list[RxFrame]) -> int:
         """Check a group of frames, commit the accepted ones in one transaction, then send
         what they call for (ACKs, MAC answers, queued downlinks, join-accepts)."""
+        async with self._processing:
+            return await self._process(frames)
+
+    async def _process(self, frames: list[RxFrame]) -> int:
+        """``process`` under the processing lock."""
         accepted: list[Accepted] = []
         joins: list[JoinGranted] = []
         for frame in frames:

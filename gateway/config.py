@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 import tomli_w
 
 __all__ = [
+    "DEV_NONCE_MODES",
     "FRONTENDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -34,6 +35,7 @@ __all__ = [
     "ForwardConfig",
     "GatewayConfig",
     "GatewaySection",
+    "LorawanConfig",
     "MqttConfig",
     "MqttTlsConfig",
     "RadioConfig",
@@ -52,6 +54,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("logfmt", "json")
 MQTT_PROTOCOLS: Final = ("5", "3.1.1")
 REGIONS: Final = ("EU868",)
+DEV_NONCE_MODES: Final = ("increasing", "unique")
 BANDWIDTHS_KHZ: Final = (125, 250, 500)
 # RP002 EU863-870: the band a gateway in this region may listen on.
 EU868_MIN_HZ: Final = 863_000_000
@@ -129,6 +132,8 @@ class SemtechUdpConfig:
 
     bind: str = "0.0.0.0"
     port: int = 1700
+    dedup_window_ms: int = 200  # how long copies of one uplink from several forwarders are merged
+    gateways: tuple[str, ...] = ()  # forwarder EUIs allowed (lower-case hex); empty: any
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,25 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class LorawanConfig:
+    """``[lorawan]``: what join-accepts announce; ``cflist_mhz`` None means the front end's
+    default (the 5 common EU868 extra channels for semtech-udp, none otherwise)."""
+
+    net_id: int = 0
+    rx1_dr_offset: int = 0
+    rx2_dr: int = 0
+    rx_delay_s: int = 1
+    cflist_mhz: tuple[float, ...] | None = None
+    dev_nonce_mode: str = "increasing"  # for nodes registered without one
+
+    def cflist_hz(self) -> tuple[int, ...] | None:
+        """The CFList frequencies in Hz, or None for the front end's default."""
+        if self.cflist_mhz is None:
+            return None
+        return tuple(round(f * 1e6) for f in self.cflist_mhz)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole validated configuration; ``source`` is the file it came from, if any."""
 
@@ -172,6 +196,7 @@ class GatewayConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     source: Path | None = None
+    lorawan: LorawanConfig = field(default_factory=LorawanConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,12 +515,60 @@ def _read_radio(root: _Table) -> RadioConfig:
         reset_gpio=s.get("reset_gpio", _int_range(0, 53), "a BCM GPIO number from 0 to 53", 25),
     )
     u = t.sub("semtech_udp")
-    u.expect(["bind", "port"])
+    u.expect(["bind", "port", "dedup_window_ms", "gateways"])
     semtech = SemtechUdpConfig(
         bind=u.get("bind", _host, "an IP address to listen on", "0.0.0.0"),
         port=u.get("port", _int_range(1, 65535), "an integer from 1 to 65535", 1700),
+        dedup_window_ms=u.get("dedup_window_ms", _int_range(0, 5_000),
+                              "an integer number of milliseconds from 0 to 5000", 200),
+        gateways=u.get("gateways", _eui_list,
+                       "an array of distinct gateway EUIs (16 hex digits each)", ()),
     )
     return RadioConfig(frontend, region, frequency_hz, sf, bw, sync_word, sx127x, semtech)
+
+
+def _eui_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not _EUI64.fullmatch(item) or item.lower() in out:
+            raise ValueError
+        out.append(item.lower())
+    return tuple(out)
+
+
+def _cflist_mhz(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) > 5:
+        raise ValueError
+    out: list[float] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise TypeError
+        hz = round(float(item) * 1e6)
+        if math.isnan(item) or not EU868_MIN_HZ <= hz <= EU868_MAX_HZ or hz % 100:
+            raise ValueError
+        out.append(float(item))
+    return tuple(out)
+
+
+def _read_lorawan(root: _Table) -> LorawanConfig:
+    t = root.sub("lorawan")
+    t.expect(["net_id", "rx1_dr_offset", "rx2_dr", "rx_delay_s", "cflist_mhz",
+              "dev_nonce_mode"])
+    return LorawanConfig(
+        net_id=t.get("net_id", _int_range(0, 0xFFFFFF),
+                      "an integer from 0 to 16777215 (a 24-bit NetID)", 0),
+        rx1_dr_offset=t.get("rx1_dr_offset", _int_range(0, 5), "an integer from 0 to 5", 0),
+        rx2_dr=t.get("rx2_dr", _int_range(0, 6),
+                     "an integer from 0 to 6 (an EU868 LoRa data rate)", 0),
+        rx_delay_s=t.get("rx_delay_s", _int_range(1, 15), "an integer from 1 to 15 (s)", 1),
+        cflist_mhz=t.get("cflist_mhz", _cflist_mhz,
+                         "an array of up to 5 frequencies in MHz within 863-870 "
+                         "(100 Hz steps)", None),
+        dev_nonce_mode=t.get("dev_nonce_mode", _one_of(DEV_NONCE_MODES),
+                             _choices(DEV_NONCE_MODES), "increasing"),
+    )
 
 
 def _read_store(root: _Table, base: Path, data_dir: Path) -> StoreConfig:
@@ -530,13 +603,14 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
     """Validate an already-parsed TOML document; ``source`` names it in error messages."""
     base = base_dir if base_dir is not None else Path.cwd()
     root = _Table(source, "", data)
-    root.expect(["gateway", "mqtt", "radio", "store", "forward"])
+    root.expect(["gateway", "mqtt", "radio", "store", "forward", "lorawan"])
     gateway = _read_gateway(root, base)
     mqtt = _read_mqtt(root, base, gateway.id)
     radio = _read_radio(root)
     store = _read_store(root, base, gateway.data_dir)
     forward = _read_forward(root)
-    return GatewayConfig(gateway, mqtt, radio, store, forward)
+    lorawan = _read_lorawan(root)
+    return GatewayConfig(gateway, mqtt, radio, store, forward, lorawan=lorawan)
 
 
 _TOML_POSITION = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
@@ -577,7 +651,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         raise ConfigError(f"{file}: TOML syntax error: {exc}") from None
     config = parse_config(data, source=str(file), base_dir=file.resolve().parent)
     return GatewayConfig(config.gateway, config.mqtt, config.radio, config.store,
-                         config.forward, source=file)
+                         config.forward, source=file, lorawan=config.lorawan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,7 +748,12 @@ def config_to_toml(config: GatewayConfig) -> str:
                 "dio0_gpio": r.sx127x.dio0_gpio,
                 "reset_gpio": r.sx127x.reset_gpio,
             },
-            "semtech_udp": {"bind": r.semtech_udp.bind, "port": r.semtech_udp.port},
+            "semtech_udp": {
+                "bind": r.semtech_udp.bind,
+                "port": r.semtech_udp.port,
+                "dedup_window_ms": r.semtech_udp.dedup_window_ms,
+                "gateways": list(r.semtech_udp.gateways),
+            },
         },
         "store": {
             "path": config.store.path,
@@ -684,6 +763,15 @@ def config_to_toml(config: GatewayConfig) -> str:
         "forward": {
             "batch_size": config.forward.batch_size,
             "backlog_historical_after_s": config.forward.backlog_historical_after_s,
+        },
+        "lorawan": {
+            "net_id": config.lorawan.net_id,
+            "rx1_dr_offset": config.lorawan.rx1_dr_offset,
+            "rx2_dr": config.lorawan.rx2_dr,
+            "rx_delay_s": config.lorawan.rx_delay_s,
+            "cflist_mhz": None if config.lorawan.cflist_mhz is None
+            else list(config.lorawan.cflist_mhz),
+            "dev_nonce_mode": config.lorawan.dev_nonce_mode,
         },
     }
     header = (

@@ -1,6 +1,7 @@
 """`cityedge gateway run`: the agent as a long-running service (systemd or a terminal).
 
-Stops cleanly on SIGTERM/SIGINT: the front end is closed, what was received is already committed,
+SIGHUP re-reads the node registry, so `cityedge gateway nodes add/import/remove` take effect
+without a restart. Stops cleanly on SIGTERM/SIGINT: the front end is closed, what was received is already committed,
 and unsent records stay in the store for the next start.
 """
 
@@ -77,12 +78,16 @@ async def run_gateway(config: GatewayConfig, *, frontend: Any | None = None) -> 
             log.error("cannot open the store: %s", exc)
             return 1
         stack.callback(agent.store.close)
+        reloads: set[asyncio.Task[int]] = set()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
                 stack.callback(loop.remove_signal_handler, sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, _spawn_reload, agent, reloads)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         task = asyncio.create_task(agent.run(), name="agent")
         report = asyncio.create_task(_report_counters(agent), name="counters")
         stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -101,6 +106,25 @@ async def run_gateway(config: GatewayConfig, *, frontend: Any | None = None) -> 
             await task
         log.info("stopped; %d records wait in the store", agent.store.count())
         return 0
+
+
+def _spawn_reload(agent: Agent, tasks: set[asyncio.Task[int]]) -> None:
+    """The SIGHUP handler: start a registry reload (keeping a reference until it is done)."""
+    task = asyncio.get_running_loop().create_task(reload_devices(agent), name="reload")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def reload_devices(agent: Agent) -> int:
+    """SIGHUP: re-read the node registry (after `gateway nodes add/import/remove`); returns how
+    many nodes are registered, -1 when the store could not be read (logged, agent carries on)."""
+    try:
+        count = await agent.reload_devices()
+    except StoreError as exc:
+        log.error("SIGHUP: node registry not reloaded: %s", exc)
+        return -1
+    log.info("SIGHUP: node registry reloaded, %d nodes", count)
+    return count
 
 
 async def _report_counters(agent: Agent) -> None:

@@ -19,13 +19,21 @@ What is modelled:
 * first placeholders for later sensors: particulate matter (a background plus morning and evening
   traffic peaks) and the A-weighted sound level (day and night levels). Deliberately simple.
 
-Not modelled: rain, wind, sun and shade, urban heat islands, fronts, soil moisture (it needs state:
-rain and watering), anything a sensor does to its own reading (see the chip models).
+* rain: seeded showers (``rain_mm_h``), a few per simulated day, none most of the time;
+* soil: ``SoilPlot`` keeps the volumetric water content of one bed of soil (it needs state): it
+  dries with evaporation that rises with the air temperature, and is wetted by rain and by the water
+  a valve lets through (a callable giving litres per minute). Its temperature follows the air's,
+  damped and delayed.
+
+Not modelled: wind, sun and shade, urban heat islands, fronts, anything a sensor does to its own
+reading (see the chip models).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 
 # Magnus formula over water (Sonntag 1990 coefficients, as used by Sensirion's dew point note).
 _MAGNUS_A = 6.112  # hPa
@@ -47,6 +55,7 @@ _CH_WEATHER_FAST = 2
 _CH_DEW_POINT = 3
 _CH_PM = 4
 _CH_SOUND = 5
+_CH_RAIN = 6
 
 
 def saturation_vapour_pressure_hpa(temp_c: float) -> float:
@@ -218,3 +227,84 @@ class Environment:
         )
         level = self.sound_night_dba + (self.sound_day_dba - self.sound_night_dba) * day
         return level + 3.0 * _smooth_noise(self.seed, _CH_SOUND, epoch_s, 5.0)
+
+    # -- rain -------------------------------------------------------------------------------------
+    def rain_mm_h(self, epoch_s: float) -> float:
+        """Rain rate in mm/h: seeded showers of an hour or two, dry most of the time."""
+        shower = _smooth_noise(self.seed, _CH_RAIN, epoch_s, 2 * 3600.0)
+        return 0.0 if shower < 0.55 else 12.0 * (shower - 0.55)
+
+
+class SoilPlot:
+    """The water content of one bed of soil, integrated over virtual time as it is asked for.
+
+    ``moisture(epoch_s)`` gives the volumetric water content in % (what a capacitive probe sees);
+    ``temperature_c(epoch_s)`` the soil temperature. Water comes from rain (``environment``) and
+    from ``watering_lpm()`` (a valve's current flow, in litres per minute) spread on ``area_m2``;
+    evaporation grows with the air temperature. Queries must go forward in time (earlier instants
+    return the current value). Thread-safe: chip models may ask from the scheduler thread while a
+    test reads it.
+    """
+
+    def __init__(
+        self,
+        environment: Environment,
+        *,
+        start_moisture: float = 32.0,
+        field_capacity: float = 45.0,
+        wilting_point: float = 8.0,
+        root_depth_mm: float = 200.0,
+        area_m2: float = 4.0,
+        evaporation_mm_day: float = 4.0,
+        watering_lpm: Callable[[], float] | None = None,
+    ) -> None:
+        if not wilting_point < start_moisture <= field_capacity <= 100.0:
+            raise ValueError(
+                f"moisture must be within ({wilting_point}, {field_capacity}] %, got {start_moisture}")
+        if root_depth_mm <= 0 or area_m2 <= 0:
+            raise ValueError("root_depth_mm and area_m2 must be positive")
+        self.environment = environment
+        self.field_capacity = field_capacity
+        self.wilting_point = wilting_point
+        self.root_depth_mm = root_depth_mm
+        self.area_m2 = area_m2
+        self.evaporation_mm_day = evaporation_mm_day
+        self.watering_lpm = watering_lpm
+        self._moisture = start_moisture
+        self._t: float | None = None
+        self.rain_mm = 0.0
+        self.watered_l = 0.0
+        self._lock = threading.Lock()
+
+    def _advance(self, epoch_s: float) -> None:
+        if self._t is None:
+            self._t = epoch_s
+            return
+        while self._t < epoch_s:
+            dt = min(60.0, epoch_s - self._t)
+            t = self._t + dt / 2
+            temp = self.environment.temperature_c(t)
+            evap_mm = self.evaporation_mm_day * max(0.2, (temp + 5.0) / 25.0) * dt / 86_400.0
+            # evaporation slows as the soil dries towards the wilting point
+            dryness = (self._moisture - self.wilting_point) / (self.field_capacity - self.wilting_point)
+            evap_mm *= max(0.0, min(1.0, dryness))
+            rain = self.environment.rain_mm_h(t) * dt / 3600.0
+            water_l = (self.watering_lpm() if self.watering_lpm else 0.0) * dt / 60.0
+            self.rain_mm += rain
+            self.watered_l += water_l
+            gain_mm = rain + water_l / self.area_m2  # 1 L on 1 m2 = 1 mm
+            self._moisture += 100.0 * (gain_mm - evap_mm) / self.root_depth_mm
+            self._moisture = min(self.field_capacity, max(self.wilting_point, self._moisture))
+            self._t += dt
+
+    def moisture(self, epoch_s: float) -> float:
+        """Volumetric water content in % at ``epoch_s``."""
+        with self._lock:
+            self._advance(epoch_s)
+            return self._moisture
+
+    def temperature_c(self, epoch_s: float) -> float:
+        """Soil temperature at root depth: the air's of three hours before, damped to a third."""
+        env = self.environment
+        mean = env.seasonal_mean_c(epoch_s)
+        return mean + (env.temperature_c(epoch_s - 3 * 3600.0) - mean) / 3.0

@@ -10,6 +10,7 @@ format of the MicroPython 1.27 VM that runs the same files in the tests.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import subprocess
 import sys
@@ -112,6 +113,109 @@ def compile_tree(
     """Compile every portable source of ``root`` into ``out_dir``, keeping the tree."""
     report = CompileReport()
     for rel in portable_sources(root, packages):
+        out = out_dir / rel.with_suffix(".mpy")
+        report.files.append(compile_file(root / rel, out, rel.as_posix(), opt))
+    return report
+
+
+# -- what one role's board runs ------------------------------------------------------------------
+
+NODE_ENTRY = ("firmware/main.py", "firmware/app.py")
+"""The node application's entry points; firmware/app.py imports the configured role by name."""
+
+NOT_ON_NODE = {
+    "protocol/lorawan/aes_cryptography.py": "CPython AES (the `cryptography` package); boards use cryptolib",
+    "protocol/payload/senml.py": "gateway side: SenML mapping, imported lazily by to_senml(), never on a node",
+}
+"""Modules reachable by import statements that a node never loads, with the reason."""
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """The .py (module or package __init__) of a dotted name under ``root``, relative to it."""
+    base = Path(*dotted.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if (root / cand).is_file():
+            return cand
+    return None
+
+
+def _in_import_error_handler(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Is ``node`` inside an ``except ImportError`` handler (a CPython fallback)?"""
+    cur = parents.get(node)
+    while cur is not None:
+        if isinstance(cur, ast.ExceptHandler):
+            names = [cur.type] if not isinstance(cur.type, ast.Tuple) else list(cur.type.elts)
+            if any(isinstance(n, ast.Name) and n.id == "ImportError" for n in names):
+                return True
+        cur = parents.get(cur)
+    return False
+
+
+def module_imports(root: Path, rel: Path, packages: Iterable[str] = PORTABLE_PACKAGES) -> list[Path]:
+    """Files of ``packages`` that ``rel`` imports (module level or in functions), relative to root.
+
+    Imports inside ``except ImportError`` handlers are CPython fallbacks and are not followed;
+    a name imported from a package (``from protocol import lorawan``) counts when it is a module.
+    """
+    tree = ast.parse((root / rel).read_text(), str(rel))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    own = rel.parent.parts  # the package a relative import starts from
+    found: list[Path] = []
+
+    def add(dotted: str) -> None:
+        if dotted.split(".")[0] not in packages:
+            return
+        f = _module_file(root, dotted)
+        if f is not None and f not in found:
+            found.append(f)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and not _in_import_error_handler(node, parents):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and not _in_import_error_handler(node, parents):
+            if node.level:
+                base = list(own[: len(own) - (node.level - 1)]) if node.level > 1 else list(own)
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            add(mod)
+            for alias in node.names:
+                add(f"{mod}.{alias.name}")
+    return found
+
+
+def role_sources(role: str, root: Path = REPO) -> list[Path]:
+    """Every portable source one role's board runs: the app, its role, their imports, packages.
+
+    The transitive closure of the imports of :data:`NODE_ENTRY` and ``firmware/roles/<role>.py``
+    (app.py imports the role by name at run time), with each package's ``__init__.py``, minus
+    :data:`NOT_ON_NODE`. Relative to ``root``, sorted.
+    """
+    start = [Path(p) for p in NODE_ENTRY] + [Path("firmware", "roles", f"{role}.py")]
+    for p in start:
+        if not (root / p).is_file():
+            raise ValueError(f"no {p} under {root}: unknown role {role!r}?")
+    skip = {Path(p) for p in NOT_ON_NODE}
+    seen: set[Path] = set()
+    todo = list(start)
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel in skip:
+            continue
+        seen.add(rel)
+        for parent in rel.parents:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+            init = parent / "__init__.py"
+            if parent != Path(".") and (root / init).is_file() and init not in seen:
+                todo.append(init)
+        todo.extend(module_imports(root, rel))
+    return sorted(seen)
+
+
+def compile_role(role: str, out_dir: Path, root: Path = REPO, opt: int | None = None) -> CompileReport:
+    """Compile only what one role's board runs (:func:`role_sources`) into ``out_dir``."""
+    report = CompileReport()
+    for rel in role_sources(role, root):
         out = out_dir / rel.with_suffix(".mpy")
         report.files.append(compile_file(root / rel, out, rel.as_posix(), opt))
     return report

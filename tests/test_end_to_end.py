@@ -27,7 +27,7 @@ from gateway.config import default_config
 from gateway.keys import generate_signing_key
 from gateway.radio import RxFrame
 from gateway.radio.sim import SimFrontEnd
-from gateway.store import Device, Store
+from gateway.store import Store
 from protocol import lorawan
 from sim.clock import VirtualClock
 from sim.district import District, NodeSpec, random_node
@@ -58,9 +58,7 @@ class Slice:
         self.store = Store.open(self.config.store.path)
         for spec in nodes:
             self.district.add_node(spec)
-            self.store.upsert_device(Device(
-                dev_eui=spec.dev_eui, role=spec.role, dev_addr=spec.dev_addr,
-                nwk_s_key=spec.nwk_s_key, app_s_key=spec.app_s_key))
+        self.district.register(self.store)
         self.frontend = SimFrontEnd(self.config.radio, concentrator=self.district.concentrator,
                                     clock=self.clock)
         self.agent = Agent(self.config, frontend=self.frontend, signing_key=self.key,

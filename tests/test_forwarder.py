@@ -117,6 +117,7 @@ class Watcher:
     broker: Broker
     received: list[Received] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribed_at: float = float("-inf")  # monotonic time of the last (re)subscription
     username: str | None = None
     password: str | None = None
 
@@ -130,6 +131,7 @@ class Watcher:
                     sink=self.received,
                 ) as client:
                     await client.subscribe("cityedge/#", qos=1)
+                    self.subscribed_at = time.monotonic()
                     self.connected.set()
                     # messages arrive through _on_message; wait for the connection's end
                     # (aiomqtt's disconnect future, raising MqttError on a loss)

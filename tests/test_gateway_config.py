@@ -209,7 +209,7 @@ def test_unknown_section_is_an_error_too(tmp_path: Path) -> None:
     message = error_of(tmp_path, MINIMAL + "[forwad]\nbatch_size = 3\n")
     assert "forwad: unknown key; did you mean 'forward'?" in message
     message = error_of(tmp_path, MINIMAL + "[zzz]\n")
-    assert "zzz: unknown key; known keys here: forward, gateway, mqtt, radio, store" in message
+    assert "zzz: unknown key; known keys here: forward, gateway, lorawan, mqtt, radio, store" in message
 
 
 def test_bad_enum_lists_the_choices(tmp_path: Path) -> None:
@@ -348,3 +348,110 @@ def _dumpable(doc: dict) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+# ------------------------------------------------------------------------- [lorawan], semtech_udp
+
+
+def test_lorawan_section_is_optional_and_defaults_to_the_regional_parameters(
+        tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    lw = config.lorawan
+    assert (lw.net_id, lw.rx1_dr_offset, lw.rx2_dr, lw.rx_delay_s) == (0, 0, 0, 1)
+    assert lw.cflist_mhz is None and lw.cflist_hz() is None
+    assert lw.dev_nonce_mode == "increasing"
+    assert config.radio.semtech_udp.dedup_window_ms == 200
+    assert config.radio.semtech_udp.gateways == ()
+
+
+def test_lorawan_and_semtech_udp_keys_are_read_and_written_back(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[radio]
+frontend = "semtech-udp"
+
+[radio.semtech_udp]
+dedup_window_ms = 350
+gateways = ["AA555A0000000001", "aa555a0000000002"]
+
+[lorawan]
+net_id = 0x000013
+rx1_dr_offset = 2
+rx2_dr = 3
+rx_delay_s = 5
+cflist_mhz = [867.1, 867.3, 868.85]
+dev_nonce_mode = "unique"
+"""
+    config = load_config(write(tmp_path, text))
+    assert config.radio.semtech_udp.dedup_window_ms == 350
+    assert config.radio.semtech_udp.gateways == ("aa555a0000000001", "aa555a0000000002")
+    lw = config.lorawan
+    assert (lw.net_id, lw.rx1_dr_offset, lw.rx2_dr, lw.rx_delay_s) == (0x13, 2, 3, 5)
+    assert lw.cflist_hz() == (867_100_000, 867_300_000, 868_850_000)
+    assert lw.dev_nonce_mode == "unique"
+    again = load_config(write_config(tmp_path / "again.toml", config))
+    assert without_source(again) == without_source(config)
+
+
+@pytest.mark.parametrize(("section", "line", "expected"), [
+    ("lorawan", "net_id = 16777216", "lorawan.net_id = 16777216: expected an integer from 0 to"),
+    ("lorawan", "net_id = true", "lorawan.net_id = true: expected"),
+    ("lorawan", "rx1_dr_offset = 6", "lorawan.rx1_dr_offset = 6: expected an integer from 0 to 5"),
+    ("lorawan", "rx2_dr = 7", "lorawan.rx2_dr = 7: expected an integer from 0 to 6"),
+    ("lorawan", "rx_delay_s = 0", "lorawan.rx_delay_s = 0: expected an integer from 1 to 15"),
+    ("lorawan", "cflist_mhz = [867.1, 867.3, 867.5, 867.7, 867.9, 868.1]",
+     "lorawan.cflist_mhz = [...] (an array): expected an array of up to 5 frequencies"),
+    ("lorawan", "cflist_mhz = [915.0]", "lorawan.cflist_mhz = [...] (an array): expected"),
+    ("lorawan", 'cflist_mhz = ["867.1"]', "lorawan.cflist_mhz = [...] (an array): expected"),
+    ("lorawan", "cflist_mhz = [867.10001]", "lorawan.cflist_mhz = [...] (an array): expected"),
+    ("lorawan", "cflist_mhz = 867.1", "lorawan.cflist_mhz = 867.1: expected an array"),
+    ("lorawan", 'dev_nonce_mode = "random"',
+     'lorawan.dev_nonce_mode = "random": expected one of "increasing", "unique"'),
+    ("lorawan", "rx_dealy_s = 2",
+     "lorawan.rx_dealy_s: unknown key; did you mean 'lorawan.rx_delay_s'?"),
+    ("radio.semtech_udp", "dedup_window_ms = -1",
+     "radio.semtech_udp.dedup_window_ms = -1: expected an integer number of milliseconds"),
+    ("radio.semtech_udp", "dedup_window_ms = 0.5",
+     "radio.semtech_udp.dedup_window_ms = 0.5: expected"),
+    ("radio.semtech_udp", 'gateways = ["aa555a00000001"]',
+     "radio.semtech_udp.gateways = [...] (an array): expected an array of distinct gateway EUIs"),
+    ("radio.semtech_udp", 'gateways = ["aa555a0000000001", "AA555A0000000001"]',
+     "radio.semtech_udp.gateways = [...] (an array): expected an array of distinct"),
+    ("radio.semtech_udp", 'gateways = "aa555a0000000001"',
+     'radio.semtech_udp.gateways = "aa555a0000000001": expected an array'),
+])
+def test_bad_lorawan_and_semtech_udp_values_name_the_key(
+        tmp_path: Path, section: str, line: str, expected: str) -> None:
+    message = error_of(tmp_path, MINIMAL + f"[{section}]\n{line}\n")
+    assert expected in message, message
+
+
+def test_the_agent_passes_the_lorawan_section_to_the_join_settings(tmp_path: Path) -> None:
+    from gateway.agent import Agent
+    from gateway.keys import SigningKey
+    from gateway.lorawan import COMMON_EU868_CFLIST_HZ
+
+    data = tmp_path / "data"
+    key = SigningKey.generate()
+    text = MINIMAL.replace("/var/lib/cityedge", str(data)) + """
+[lorawan]
+net_id = 0x000013
+rx1_dr_offset = 1
+rx2_dr = 3
+rx_delay_s = 2
+cflist_mhz = [868.7, 868.9]
+"""
+    agent = Agent(load_config(write(tmp_path, text)), frontend=object(), signing_key=key)
+    try:
+        js = agent.network.join_settings
+        assert (js.net_id, js.rx1_dr_offset, js.rx2_dr, js.rx_delay_s) == (0x13, 1, 3, 2)
+        assert js.cflist_hz == (868_700_000, 868_900_000)
+    finally:
+        agent.store.close()
+    # without cflist_mhz, a semtech-udp gateway announces the common EU868 channels
+    text = MINIMAL.replace("/var/lib/cityedge", str(data)) + '[radio]\nfrontend = "semtech-udp"\n'
+    agent = Agent(load_config(write(tmp_path, text)), frontend=object(), signing_key=key)
+    try:
+        assert agent.network.join_settings.cflist_hz == tuple(COMMON_EU868_CFLIST_HZ)
+        assert agent.network.join_settings.net_id == 0
+    finally:
+        agent.store.close()

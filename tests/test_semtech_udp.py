@@ -544,3 +544,60 @@ def test_parsers_read_what_the_encoders_write() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_downstream(_hdr(0) + EUI)
     assert info.value.reason == "wrong_direction"
+
+
+# ------------------------------------------------------------------------------- review fixes
+
+
+def test_a_downlink_scheduled_from_an_uplink_tmst_near_2_pow_32_wraps_in_the_txpk() -> None:
+    from gateway.lorawan.downlink import class_a_windows
+    from gateway.lorawan.mac import MacState
+
+    async def scenario() -> None:
+        async with network(1) as (fe, [pf]):
+            tmst = 2**32 - 300_000  # the concentrator counter wraps 0.3 s after this uplink
+            await pf.uplink(UPLINK, tmst=tmst)
+            up = await next_frame(fe)
+            assert up.tmst_us == tmst
+            rx1, rx2 = class_a_windows(up.tmst_us, 5, up.freq_hz, MacState())
+            assert rx1.tmst_us is not None and rx1.tmst_us >= 2**32  # unwrapped internally
+            assert txpk_for(TxRequest(phy=DOWNLINK, tmst_us=rx1.tmst_us, freq_hz=rx1.freq_hz,
+                                      sf=7))["tmst"] == 700_000
+            result = await fe.send(TxRequest(phy=DOWNLINK, tmst_us=rx2.tmst_us,
+                                             freq_hz=rx2.freq_hz, sf=12))
+            assert result.gateway_eui == EUIS[0]
+            dl = await asyncio.wait_for(pf.downlinks.get(), GUARD_S)
+            assert dl.error == "NONE"
+            assert dl.txpk.tmst == 1_700_000 and dl.txpk.phy == DOWNLINK
+
+    run(scenario())
+
+
+def test_open_frontend_takes_the_dedup_window_and_the_gateway_allowlist_from_the_config(
+        tmp_path) -> None:
+    import dataclasses
+
+    from gateway.config import SemtechUdpConfig
+
+    cfg = default_config("gw", tmp_path)
+    cfg = dataclasses.replace(cfg, radio=dataclasses.replace(
+        cfg.radio, frontend="semtech-udp",
+        semtech_udp=SemtechUdpConfig(bind="127.0.0.1", port=0, dedup_window_ms=50,
+                                     gateways=(EUIS[0].upper(),))))
+    counters = Counters()
+    fe = open_frontend(cfg, counters=counters)
+    assert fe.dedup_window_s == 0.05
+    assert fe.gateways == frozenset({EUIS[0]})
+
+    async def scenario() -> None:
+        async with fe, PacketForwarder(fe.address[:2], EUIS[1], push_timeout_s=0.3) as other, \
+                PacketForwarder(fe.address[:2], EUIS[0]) as allowed:
+            assert not await other.uplink(UPLINK), "an unlisted forwarder gets no PUSH_ACK"
+            assert await allowed.uplink(UPLINK)
+            assert (await next_frame(fe)).gateway_eui == EUIS[0]
+            assert fe.queue.empty()
+            assert EUIS[1] not in fe.forwarders and EUIS[0] in fe.forwarders
+            assert counters["semtech_gateway_not_allowed"] >= 1  # its PULL_DATA too
+            assert counters["semtech_uplinks"] == 1
+
+    run(scenario())

@@ -482,3 +482,135 @@ def test_uplink_commit_saves_mac_states_in_the_same_transaction(store: Store) ->
     assert store.get_device(EUIS[0]).mac_state == {"data_rate": 5}
     assert store.accept_uplinks([], {EUIS[0]: {"data_rate": 4}}) == []
     assert store.get_device(EUIS[0]).mac_state == {"data_rate": 4}
+
+
+# ------------------------------------------------------------------------- integration fixes
+
+
+def test_delete_takes_any_iterable_of_seqs_and_ignores_unknown_ones(store: Store) -> None:
+    from array import array
+
+    store.accept_uplinks([uplink(0, i) for i in range(6)])
+    seqs = [r.seq for r in store.pending(10)]
+    assert store.delete(array("q", seqs[:2])) == 2
+    assert store.delete(iter([seqs[2], 999_999])) == 1  # a seq already gone counts nothing
+    assert store.delete(s for s in seqs[:3]) == 0
+    assert [r.seq for r in store.pending(10)] == seqs[3:]
+
+
+def test_upsert_devices_writes_all_in_one_transaction(store: Store) -> None:
+    saved = store.upsert_devices([device(0), device(1, name="second")])
+    assert [d.dev_eui for d in saved] == EUIS[:2]
+    assert saved[1].name == "second" and saved[0].created_at is not None
+    assert [d.dev_eui for d in store.list_devices()] == EUIS[:2]
+    assert store.upsert_devices([]) == []
+
+
+def test_upsert_devices_with_a_conflict_stores_none_of_them(store: Store) -> None:
+    store.upsert_device(device(0))
+    taken = Device(dev_eui=EUIS[2], role="air", dev_addr="26011b00", nwk_s_key=KEY1,
+                   app_s_key=KEY2)
+    with pytest.raises(DeviceConflictError, match=f"already belongs to device {EUIS[0]}"):
+        store.upsert_devices([device(1), taken])
+    assert store.get_device(EUIS[1]) is None, "the first device was rolled back too"
+    assert [d.dev_eui for d in store.list_devices()] == [EUIS[0]]
+
+
+def test_an_import_plan_is_written_with_one_bulk_call_all_or_nothing(store: Store) -> None:
+    from gateway.registry import ImportPlan, RegistryEntry, apply_plan
+
+    calls: list[int] = []
+    real = store.upsert_devices
+
+    def counting(devices: list[Device]) -> list[Device]:
+        calls.append(len(devices))
+        return real(devices)
+
+    store.upsert_devices = counting  # type: ignore[method-assign]
+    store.upsert_device(device(0))
+
+    def abp(n: int, addr: str) -> RegistryEntry:
+        return RegistryEntry(dev_eui=EUIS[n], role="air", dev_class="A", activation="abp",
+                             dev_addr=addr, nwk_s_key=KEY1, app_s_key=KEY2)
+
+    good = ImportPlan(added=[abp(1, "26011b01"), abp(2, "26011b02")])
+    assert [d.dev_eui for d in apply_plan(store, good, replace_conflicting=False)] == EUIS[1:]
+    assert calls[-1] == 2
+    store.remove_device(EUIS[1])
+    store.remove_device(EUIS[2])
+    clash = ImportPlan(added=[abp(1, "26011b01"), abp(2, "26011b00")])  # device 0's DevAddr
+    with pytest.raises(DeviceConflictError):
+        apply_plan(store, clash, replace_conflicting=False)
+    assert [d.dev_eui for d in store.list_devices()] == [EUIS[0]]
+
+
+def test_removing_a_device_forgets_its_dev_nonces(store: Store) -> None:
+    store.upsert_device(Device(dev_eui=EUIS[0], role="air", app_key=KEY1,
+                               dev_nonce_mode="unique"))
+    store.commit_join(EUIS[0], dev_nonce=9, join_nonce=1, dev_addr="00abcdef", nwk_s_key=KEY1,
+                      app_s_key=KEY2, mac_state=None)
+    assert store.dev_nonce_used(EUIS[0], 9)
+    assert store.remove_device(EUIS[0]) is True
+    assert not store.dev_nonce_used(EUIS[0], 9)
+    assert store.remove_device(EUIS[0]) is False
+    # registered again, the device may use any DevNonce
+    store.upsert_device(Device(dev_eui=EUIS[0], role="air", app_key=KEY1,
+                               dev_nonce_mode="unique"))
+    assert store.commit_join(EUIS[0], dev_nonce=9, join_nonce=2, dev_addr="00abcdef",
+                             nwk_s_key=KEY1, app_s_key=KEY2, mac_state=None)
+
+
+def test_the_backlog_reader_is_part_of_the_store_package(store: Store) -> None:
+    from gateway.store import BacklogReader
+
+    store.accept_uplinks([uplink(0, 1), uplink(1, 1), uplink(0, 2)])
+    reader = BacklogReader(store.path)
+    try:
+        plan = reader.plan(0, 100)
+        assert plan.rows == 3
+        assert [list(g) for g in plan.groups.values()] == [[1, 3], [2]]
+        assert [r.rid for r in reader.pending(10)] == [r.rid for r in store.pending(10)]
+        assert sorted(reader.fetch([3, 1, 42])) == [1, 3]
+    finally:
+        reader.close()
+    with pytest.raises(StoreError, match="closed"):
+        reader.pending(1)
+
+
+def test_a_device_added_by_another_process_is_seen_by_an_open_store(tmp_path: Path) -> None:
+    # Regression: Store.open used to reopen and close the database file after connecting,
+    # which dropped this process's SQLite locks; a second process (the CLI) then thought it
+    # was alone, rebuilt the WAL index, and the agent kept reading a stale snapshot.
+    path = tmp_path / "cityedge.db"
+    store = Store.open(path)
+    try:
+        assert store.list_devices() == []
+        code = textwrap.dedent(f"""
+            from gateway.store import Device, Store
+            s = Store.open({str(path)!r})
+            s.upsert_device(Device(dev_eui={EUIS[1]!r}, role="air"))
+            s.close()
+        """)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        assert [d.dev_eui for d in store.list_devices()] == [EUIS[1]]
+        store.upsert_device(device(0))  # and this process still writes safely afterwards
+        assert store.stats().devices == 2
+    finally:
+        store.close()
+    with Store.open(path) as again:
+        assert [d.dev_eui for d in again.list_devices()] == [EUIS[0], EUIS[1]]
+
+
+def test_uplink_commits_stay_fully_synced_around_a_delete(store: Store) -> None:
+    # Deletes skip their own fsync (a lost delete only means a resend under the same rid);
+    # every other write must still run at synchronous=FULL (2).
+    def level() -> int:
+        with store._read("reading the sync level") as conn:
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert level() == 2
+    store.accept_uplinks([uplink(0, 1), uplink(0, 2)])
+    assert store.delete([store.pending(1)[0].seq]) == 1
+    assert level() == 2
+    store.accept_uplinks([uplink(0, 3)])
+    assert [r.rid for r in store.pending(10)] == [uplink(0, 2).rid, uplink(0, 3).rid]

@@ -33,7 +33,9 @@ that could carry it, ``TxAckTimeout`` when no TX_ACK came back in time.
 Bad input never raises out of the server: every malformed datagram or field (bad version,
 unknown identifier, truncated, bad JSON, bad base64, wrong field types ...) is counted in
 ``counters`` as ``semtech_<reason>`` and logged (a warning the first time for each reason, at
-debug level after that so a flood cannot fill the journal).
+debug level after that so a flood cannot fill the journal). With an allowlist of forwarder EUIs
+(``[radio.semtech_udp] gateways``), datagrams from any other EUI are counted as
+``semtech_gateway_not_allowed`` and dropped unanswered.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
@@ -743,7 +745,8 @@ class SemtechUdpFrontEnd:
         bind: str | None = None,
         port: int | None = None,
         counters: Counters | None = None,
-        dedup_window_s: float = 0.2,
+        dedup_window_s: float | None = None,
+        gateways: Iterable[str] | None = None,
         tx_ack_timeout_s: float = 2.0,
         alive_s: float = 60.0,
         wallclock: Callable[[], float] = time.time,
@@ -755,7 +758,14 @@ class SemtechUdpFrontEnd:
         self.bind = bind if bind is not None else getattr(udp, "bind", "0.0.0.0")
         self.port = port if port is not None else getattr(udp, "port", 1700)
         self.counters = counters if counters is not None else Counters()
+        if dedup_window_s is None:
+            dedup_window_s = getattr(udp, "dedup_window_ms", 200) / 1000.0
         self.dedup_window_s = dedup_window_s
+        if gateways is None:
+            gateways = getattr(udp, "gateways", ())
+        # An allowlist of forwarder EUIs (empty: any); datagrams from others are counted as
+        # semtech_gateway_not_allowed and dropped without an answer.
+        self.gateways: frozenset[str] = frozenset(g.lower() for g in gateways)
         self.tx_ack_timeout_s = tx_ack_timeout_s
         self.alive_s = alive_s
         self.wallclock = wallclock
@@ -883,6 +893,10 @@ class SemtechUdpFrontEnd:
         """Handle one datagram; nothing raised here escapes (a last resort is counted)."""
         try:
             msg = parse_upstream(data)
+            if self.gateways and msg.gateway_eui not in self.gateways:
+                raise ProtocolError("gateway_not_allowed",
+                                    f"gateway {msg.gateway_eui} is not in "
+                                    "radio.semtech_udp.gateways")
             if type(msg) is PushData:
                 self._push_data(msg, addr)
             elif type(msg) is PullData:

@@ -21,14 +21,17 @@ from gateway.store.model import (
     StoreRecovery,
     StoreStats,
 )
+from gateway.store.reader import BacklogReader, Plan
 
 __all__ = [
     "KINDS",
     "Accepted",
+    "BacklogReader",
     "Device",
     "DeviceConflictError",
     "DeviceError",
     "NewRecord",
+    "Plan",
     "RetentionResult",
     "Store",
     "StoreCorruptWarning",

@@ -8,7 +8,9 @@ fsync. Long maintenance (retention) works in chunks and releases the lock betwee
 commits are never held up for long.
 
 Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL at every commit, so once
-``accept_uplinks`` returns, the records survive kill -9 and power loss. The file is created 0600
+``accept_uplinks`` returns, the records survive kill -9 and power loss. Deleting acknowledged
+records is the one write without its own fsync: a delete lost to a power cut only means those
+records are sent again, under the same record ids. The file is created 0600
 (SQLite gives its -wal/-shm files the same mode): it holds device session keys.
 """
 
@@ -39,7 +41,7 @@ from gateway.store.model import (
     StoreRecovery,
     StoreStats,
 )
-from gateway.store.schema import LATEST_VERSION, MIGRATIONS
+from gateway.store.schema import LATEST_VERSION, MIGRATIONS, RECORD_COLUMNS
 from gateway.uplink.senml import SenMLError, encode_pack
 
 __all__ = ["Store"]
@@ -53,7 +55,6 @@ _DEVICE_COLUMNS: Final = (
     "updated_at", "join_eui", "dev_nonce_mode", "last_dev_nonce", "join_nonce", "mac_state",
 )
 _MAC_STATE_AT: Final = _DEVICE_COLUMNS.index("mac_state")
-_RECORD_COLUMNS: Final = "seq, rid, dev_eui, kind, priority, created_at, body"
 
 
 def _errorcode(exc: sqlite3.Error) -> int | None:
@@ -74,12 +75,23 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
 
 
 def _secure_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 if missing; narrow an existing file (and its WAL) to 0600."""
+    """Create ``path`` with mode 0600 if missing; narrow an existing file (and its WAL) to 0600.
+
+    Call it only before this process connects to ``path``: closing any descriptor of a file
+    drops every POSIX lock the process holds on it, SQLite's included, after which another
+    process (the CLI adding a node) would believe it is alone and rebuild the WAL index under
+    our connection. Once connected, use ``_secure_sides``.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+    _secure_sides(path)
+
+
+def _secure_sides(path: Path) -> None:
+    """Narrow the -wal/-shm files of ``path`` to 0600 (by name: no descriptor is opened)."""
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         if side.exists():
@@ -207,7 +219,7 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        _secure_file(file)  # the -wal/-shm files exist now
+        _secure_sides(file)  # the -wal/-shm files exist now (never reopen the db file itself)
         return store
 
     def close(self) -> None:
@@ -242,11 +254,19 @@ class Store:
         return StoreError(f"{self.path}: {what}: {exc}")
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Cursor]:
-        """One IMMEDIATE transaction under the lock; SQLite errors become StoreError(s)."""
+    def _write(self, what: str, *, sync: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One IMMEDIATE transaction under the lock; SQLite errors become StoreError(s).
+
+        ``sync=False`` commits without its own fsync (``synchronous=NORMAL`` for this one
+        transaction): only for writes whose loss on power failure is harmless, like deleting
+        acknowledged records (at worst they are sent again, under the same record id). The next
+        fsynced commit makes it durable along with everything before it in the WAL.
+        """
         with self._lock:
             conn = self._db()
             try:
+                if not sync:
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn.cursor()
                 conn.execute("COMMIT")
@@ -261,6 +281,15 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise self._translate(exc, what) from None
                 raise
+            finally:
+                if not sync:
+                    try:
+                        conn.execute("PRAGMA synchronous=FULL")
+                    except sqlite3.Error as exc:  # never leave the connection at NORMAL
+                        self._conn = None
+                        conn.close()
+                        raise StoreError(f"{self.path}: cannot restore synchronous=FULL "
+                                         f"({exc}); the store is closed") from None
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -324,37 +353,53 @@ class Store:
 
     # ---------------------------------------------------------------- devices
 
-    def upsert_device(self, device: Device) -> Device:
-        """Insert or replace a device's entry (created_at is kept on update); returns it as
-        stored."""
-        now = time.time()
+    @staticmethod
+    def _device_values(device: Device, now: float) -> list[Any]:
         values = [getattr(device, c) for c in _DEVICE_COLUMNS]
         values[_MAC_STATE_AT] = _dump_mac_state(device.mac_state)
         values[_DEVICE_COLUMNS.index("created_at")] = device.created_at or now
         values[_DEVICE_COLUMNS.index("updated_at")] = now
+        return values
+
+    def _conflict(self, device: Device, exc: sqlite3.IntegrityError) -> StoreError:
+        """The error for a failed device write: DeviceConflictError when its DevAddr is taken."""
+        other = self.device_by_addr(device.dev_addr) if device.dev_addr else None
+        if other is not None and other.dev_eui != device.dev_eui:
+            return DeviceConflictError(
+                f"dev_addr {device.dev_addr} already belongs to device {other.dev_eui}; "
+                "remove that device or give this one another DevAddr"
+            )
+        return StoreError(f"{self.path}: saving device {device.dev_eui}: {exc}")
+
+    def upsert_device(self, device: Device) -> Device:
+        """Insert or replace a device's entry (created_at is kept on update); returns it as
+        stored."""
+        return self.upsert_devices([device])[0]
+
+    def upsert_devices(self, devices: Sequence[Device]) -> list[Device]:
+        """Insert or replace several devices in ONE transaction (all or none), in order; returns
+        them as stored. Raises DeviceConflictError when a DevAddr belongs to another device."""
+        if not devices:
+            return []
+        now = time.time()
         updates = ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS
                             if c not in ("dev_eui", "created_at"))
+        insert = (f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))}) "
+                  f"ON CONFLICT (dev_eui) DO UPDATE SET {updates}")
+        select = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices WHERE dev_eui = ?"
+        rows: list[Sequence[Any]] = []
+        current: Device = devices[0]
+        what = (f"saving device {current.dev_eui}" if len(devices) == 1
+                else f"saving {len(devices)} devices")
         try:
-            with self._write(f"saving device {device.dev_eui}") as cur:
-                cur.execute(
-                    f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))}) "
-                    f"ON CONFLICT (dev_eui) DO UPDATE SET {updates}",
-                    values,
-                )
-                row = cur.execute(
-                    f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices WHERE dev_eui = ?",
-                    (device.dev_eui,),
-                ).fetchone()
+            with self._write(what) as cur:
+                for current in devices:
+                    cur.execute(insert, self._device_values(current, now))
+                    rows.append(cur.execute(select, (current.dev_eui,)).fetchone())
         except sqlite3.IntegrityError as exc:
-            other = self.device_by_addr(device.dev_addr) if device.dev_addr else None
-            if other is not None and other.dev_eui != device.dev_eui:
-                raise DeviceConflictError(
-                    f"dev_addr {device.dev_addr} already belongs to device {other.dev_eui}; "
-                    "remove that device or give this one another DevAddr"
-                ) from None
-            raise StoreError(f"{self.path}: saving device {device.dev_eui}: {exc}") from None
-        return _row_to_device(row)
+            raise self._conflict(current, exc) from None
+        return [_row_to_device(row) for row in rows]
 
     def get_device(self, dev_eui: str) -> Device | None:
         """The device with this DevEUI (any case), or None."""
@@ -383,10 +428,14 @@ class Store:
         return [_row_to_device(r) for r in rows]
 
     def remove_device(self, dev_eui: str) -> bool:
-        """Forget a device (its queued records stay and are still sent); True if it existed."""
+        """Forget a device and the DevNonces it used (its queued records stay and are still
+        sent); True if it existed."""
+        eui = dev_eui.lower()
         with self._write(f"removing device {dev_eui}") as cur:
-            cur.execute("DELETE FROM devices WHERE dev_eui = ?", (dev_eui.lower(),))
-            return cur.rowcount > 0
+            cur.execute("DELETE FROM devices WHERE dev_eui = ?", (eui,))
+            existed = cur.rowcount > 0
+            cur.execute("DELETE FROM dev_nonces WHERE dev_eui = ?", (eui,))
+            return existed
 
     # ---------------------------------------------------------------- LoRaWAN sessions
 
@@ -558,18 +607,21 @@ class Store:
         """Up to ``limit`` records with seq > ``after_seq``, in send (seq) order."""
         with self._read("reading pending records") as conn:
             rows = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
         return [_row_to_record(r) for r in rows]
 
     def delete(self, seqs: Iterable[int]) -> int:
-        """Delete records by seq (after the broker acknowledged them); returns how many."""
-        keys = [(s,) for s in seqs]
+        """Delete records by seq (after the broker acknowledged them) in one statement, without
+        an fsync of its own (see ``_write``); returns how many."""
+        keys = seqs if isinstance(seqs, list) else list(seqs)
         if not keys:
             return 0
-        with self._write(f"deleting {len(keys)} records") as cur:
-            cur.executemany("DELETE FROM records WHERE seq = ?", keys)
+        # No fsync of its own: a delete lost to a power cut only means a resend (same rid).
+        with self._write(f"deleting {len(keys)} records", sync=False) as cur:
+            cur.execute("DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))",
+                        (json.dumps(keys),))
             return cur.rowcount
 
     def count(self) -> int:

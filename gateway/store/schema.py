@@ -76,3 +76,6 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
+
+# The columns of a stored record, in ``StoredRecord`` field order.
+RECORD_COLUMNS: Final = "seq, rid, dev_eui, kind, priority, created_at, body"

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.keys import SigningKey
 from gateway.store.model import StoredRecord, StoreError
-from gateway.uplink.backlog import BacklogReader
+from gateway.store.reader import BacklogReader
 from gateway.uplink.cose import CONTENT_SENML_CBOR, sign1
 from gateway.uplink.mqtt import DisconnectedError, PublisherError, PublishRejectedError
 from gateway.uplink.senml import SenMLError, assemble_pack, backlog_part, mark_historical

@@ -10,7 +10,9 @@ time by seq. Per-device order is the seq order inside each group.
 It uses a second SQLite connection of its own, read-only by ``PRAGMA query_only``, on the store's
 file: WAL mode lets it read committed data while the agent commits and while the forwarder's
 previous delete is still being synced (the store serialises its own calls behind one lock).
-Deletions still go through ``Store.delete``. The forwarder reads live windows through it too. It depends on the ``records`` table of schema version 1 (gateway.store.schema).
+Deletions still go through ``Store.delete``. The forwarder reads live windows through it too.
+It lives in the store package next to ``gateway.store.schema`` (the ``records`` table), so the
+schema is known in one place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.store.model import StoredRecord, StoreError
+from gateway.store.schema import RECORD_COLUMNS
 
 __all__ = ["BacklogReader", "Plan"]
 
@@ -88,8 +91,8 @@ class BacklogReader:
         but without waiting for the store's lock while it commits)."""
         try:
             rows = self._db().execute(
-                "SELECT seq, rid, dev_eui, kind, priority, created_at, body FROM records "
-                "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: reading pending records: {exc}") from None
@@ -103,7 +106,7 @@ class BacklogReader:
             for start in range(0, len(seqs), FETCH_CHUNK):
                 chunk = json.dumps(list(seqs[start:start + FETCH_CHUNK]))
                 for row in conn.execute(
-                    "SELECT seq, rid, dev_eui, kind, priority, created_at, body FROM records "
+                    f"SELECT {RECORD_COLUMNS} FROM records "
                     "WHERE seq IN (SELECT value FROM json_each(?))", (chunk,),
                 ):
                     out[row[0]] = StoredRecord(*row)
