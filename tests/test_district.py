@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from sim.district import (
     mixed_specs,
     random_node,
 )
+from tests.test_end_to_end import Slice
 
 pytestmark = [pytest.mark.broker, pytest.mark.vm]
 
@@ -76,26 +76,11 @@ def _values(pack: list[dict[int, Any]]) -> dict[str, Any]:
     return out
 
 
-class MixedDistrict:
+class MixedDistrict(Slice):
     """Broker, agent and a mixed district in one virtual clock at full speed, paced by the agent."""
 
     def __init__(self, tmp: Path, broker: Any, specs: list[NodeSpec]) -> None:
-        self.clock = VirtualClock(speed=None)
-        self.district = District(self.clock, tmp / "district")
-        cfg = default_config("test-gw", tmp / "gw")
-        self.config = dataclasses.replace(
-            cfg, mqtt=dataclasses.replace(cfg.mqtt, host=broker.host, port=broker.port))
-        self.key = generate_signing_key(Path(self.config.gateway.signing_key))
-        self.store = Store.open(self.config.store.path)
-        self.console: dict[str, list[str]] = {}
-        for spec in specs:
-            lines = self.console.setdefault(spec.dev_eui, [])
-            self.district.add_node(spec, on_console=lines.append)
-        self.district.register(self.store)
-        self.frontend = SimFrontEnd(self.config.radio, concentrator=self.district.concentrator,
-                                    clock=self.clock)
-        self.agent = Agent(self.config, frontend=self.frontend, signing_key=self.key,
-                           store=self.store)
+        super().__init__(tmp, broker, specs)
         self.hooks: list[Callable[[], None]] = []  # run after each processed group, time held
         original = self.agent.process
 
@@ -126,18 +111,6 @@ class MixedDistrict:
                 time.sleep(0.005)
 
         self.clock.call_later(int(delay_s * 1e6), at_time)
-
-    def run_district(self, seconds: float) -> threading.Thread:
-        self.district.start()
-        t = threading.Thread(target=self.clock.run, kwargs={"until_us": int(seconds * 1e6),
-                                                             "raise_errors": False}, daemon=True)
-        t.start()
-        return t
-
-    def close(self) -> None:
-        self.clock.stop()
-        self.district.stop()
-        self.store.close()
 
     async def collect(self, broker: Any, done: Callable[[list[Published]], bool],
                       timeout: float) -> list[Published]:

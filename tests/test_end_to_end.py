@@ -56,8 +56,9 @@ class Slice:
             cfg, mqtt=dataclasses.replace(cfg.mqtt, host=broker.host, port=broker.port))
         self.key = generate_signing_key(Path(self.config.gateway.signing_key))
         self.store = Store.open(self.config.store.path)
+        self.console: dict[str, list[str]] = {}  # each node's console lines
         for spec in nodes:
-            self.district.add_node(spec)
+            self.district.add_node(spec, on_console=self.console.setdefault(spec.dev_eui, []).append)
         self.district.register(self.store)
         self.frontend = SimFrontEnd(self.config.radio, concentrator=self.district.concentrator,
                                     clock=self.clock)
