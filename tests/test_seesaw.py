@@ -12,32 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import ticks
 from drivers.seesaw import Seesaw, SensorError, centi_celsius_16_16, moisture_permille
 from sim.bus import SimI2C
 from sim.clock import VirtualClock
 from sim.seesaw import SeesawSoilModel, fixed_16_16
-
-
-def on_device(clock: VirtualClock, fn, *args):
-    """Run ``fn(*args)`` as node code in a participant; return its result or raise its exception."""
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        ticks.bind(part)
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
-            outcome["error"] = exc
-        finally:
-            ticks.bind(None)
-
-    part = clock.spawn("node", body)
-    clock.run(until_us=clock.now_us() + 3600 * 1_000_000)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    assert "value" in outcome, "the node code did not finish within an hour of virtual time"
-    return outcome["value"]
+from tests.fixtures.device import on_device
 
 
 class Rig:

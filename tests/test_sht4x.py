@@ -23,6 +23,7 @@ from sim.bus import SimI2C
 from sim.clock import VirtualClock
 from sim.environment import Environment, dew_point_c, relative_humidity
 from sim.sht4x import SHT4xModel, ticks_from_celsius, ticks_from_rh
+from tests.fixtures.device import on_device as run_on_device
 
 # SHT40 typical accuracy (datasheet) plus one 0.01 step of rounding and the 16-bit quantisation.
 T_TOLERANCE_C = 0.2 + 0.01 + 175 / 65535
@@ -30,25 +31,8 @@ RH_TOLERANCE = 1.8 + 0.01 + 125 / 65535
 
 
 def on_device(clock: VirtualClock, fn, *args):
-    """Run ``fn(*args)`` as node code in a participant; return its result or raise its exception."""
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        ticks.bind(part)  # this participant thread now sleeps in virtual time
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
-            outcome["error"] = exc
-        finally:
-            ticks.bind(None)
-
-    part = clock.spawn("node", body)
-    clock.run(until_us=clock.now_us() + 7 * 24 * 3600 * 1_000_000)
-    if "error" not in outcome and "value" not in outcome:
-        raise AssertionError("the node code did not finish within a week of virtual time")
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]
+    """Node code run to its end; virtual time then runs on to a week later."""
+    return run_on_device(clock, fn, *args, run_s=7 * 24 * 3600)
 
 
 class Rig:

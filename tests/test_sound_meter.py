@@ -16,27 +16,12 @@ from sim.bus import SimI2C
 from sim.clock import VirtualClock
 from sim.environment import Environment
 from sim.pcba_dbm import DecibelMeterModel
+from tests.fixtures.device import on_device as run_on_device
 
 
-def on_device(clock: VirtualClock, fn):
-    """Run ``fn()`` as node code in a participant; return its result or raise its exception."""
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        ticks.bind(part)
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
-            outcome["error"] = exc
-        finally:
-            ticks.bind(None)
-
-    part = clock.spawn("node", body)
-    clock.run(until_us=clock.now_us() + 24 * 3600 * 1_000_000)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    assert "value" in outcome
-    return outcome["value"]
+def on_device(clock: VirtualClock, fn, *args):
+    """Node code run to its end; virtual time then runs on to a day later."""
+    return run_on_device(clock, fn, *args, run_s=24 * 3600)
 
 
 class Rig:

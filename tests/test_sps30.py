@@ -19,32 +19,14 @@ from sim.bus import SimI2C
 from sim.clock import VirtualClock
 from sim.environment import Environment
 from sim.sps30 import SPS30Model, with_crc
+from tests.fixtures.device import on_device as run_on_device
 
 TRUE_PM = (6.2, 9.5, 12.25, 14.0)
 
 
 def on_device(clock: VirtualClock, fn, *args):
-    """Run ``fn(*args)`` as node code in a participant; return its result or raise its exception.
-
-    Virtual time then runs on to a day later (the scheduler's horizon), so a test whose timing
-    matters does all its steps inside one ``fn``."""
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        ticks.bind(part)
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
-            outcome["error"] = exc
-        finally:
-            ticks.bind(None)
-
-    part = clock.spawn("node", body)
-    clock.run(until_us=clock.now_us() + 24 * 3600 * 1_000_000)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    assert "value" in outcome, "the node code did not finish within a day of virtual time"
-    return outcome["value"]
+    """Node code run to its end; virtual time then runs on to a day later."""
+    return run_on_device(clock, fn, *args, run_s=24 * 3600)
 
 
 class Rig:

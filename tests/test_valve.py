@@ -11,27 +11,7 @@ from drivers.valve import FlowMeter, LatchingValve, ValveError
 from sim.bus import SimPin
 from sim.clock import VirtualClock
 from sim.valve import FlowMeterModel, LatchingValveModel
-
-
-def on_device(clock: VirtualClock, fn, *args, run_s: float = 3600):
-    """Run ``fn(*args)`` as node code in a participant; return its result or raise its exception."""
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        ticks.bind(part)
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
-            outcome["error"] = exc
-        finally:
-            ticks.bind(None)
-
-    part = clock.spawn("node", body)
-    clock.run(until_us=clock.now_us() + int(run_s * 1_000_000))
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    assert "value" in outcome, "the node code did not finish"
-    return outcome["value"]
+from tests.fixtures.device import on_device
 
 
 class StuckHighPin(SimPin):
