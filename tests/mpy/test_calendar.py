@@ -7,32 +7,14 @@ under CPython only.
 
 import os
 
+from fresh_dir import in_fresh_dir
+
 from firmware import astro
 from firmware.calendar import Calendar, check_points, epoch_seconds
 
 DIJON = (47.322, 5.041)
 TROMSO = (69.65, 18.96)
 DUSK_TO_DAWN = [("dusk", 0, 100), ("dawn", 0, 0)]
-
-_n = [0]
-
-
-def in_fresh_dir(fn):
-    """Run fn() with a new empty directory as the current one (the board's flash)."""
-    try:
-        import tempfile
-
-        base = tempfile.mkdtemp()
-    except ImportError:
-        _n[0] += 1
-        base = "/calendar_test_%d" % _n[0]
-        os.mkdir(base)
-    old = os.getcwd()
-    os.chdir(base)
-    try:
-        fn()
-    finally:
-        os.chdir(old)
 
 
 def _sun(lat, lon, date):

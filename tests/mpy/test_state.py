@@ -3,11 +3,9 @@
 Runs under CPython pytest and inside the MicroPython VM (its filesystem stands for the flash).
 """
 
-import os
+from fresh_dir import in_fresh_dir
 
 from firmware.state import STEP, State
-
-_n = [0]
 
 
 class FakeRTC:
@@ -20,24 +18,6 @@ class FakeRTC:
         if data is None:
             return self.mem
         self.mem = bytes(data)
-
-
-def in_fresh_dir(fn):
-    """Run fn() with a new empty directory as the current one (the board's flash)."""
-    try:
-        import tempfile
-
-        base = tempfile.mkdtemp()
-    except ImportError:
-        _n[0] += 1
-        base = "/state_test_%d" % _n[0]
-        os.mkdir(base)
-    old = os.getcwd()
-    os.chdir(base)
-    try:
-        fn()
-    finally:
-        os.chdir(old)
 
 
 def test_counters_are_never_reused_after_a_power_cut():
