@@ -27,6 +27,7 @@ from gateway.store import (
     StoreFullError,
 )
 from gateway.uplink.senml import decode_pack
+from gateway.store.schema import LATEST_VERSION
 
 GW = "b827ebfffe123456"
 KEY1 = bytes(range(16))
@@ -69,7 +70,7 @@ def test_database_file_is_0600_in_wal_mode_with_full_sync(store: Store) -> None:
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     other.close()
     assert store._db().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store.schema_version() == 2
+    assert store.schema_version() == LATEST_VERSION
 
 
 def test_existing_file_with_loose_mode_is_narrowed_to_0600(tmp_path: Path) -> None:
@@ -392,7 +393,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_devices(tmp_path: Path) -> N
     conn.commit()
     conn.close()
     with Store.open(path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == LATEST_VERSION
         d = s.get_device(EUIS[0])
         assert d.fcnt_up == 41 and d.nwk_s_key == KEY1
         assert (d.join_eui, d.dev_nonce_mode, d.last_dev_nonce, d.join_nonce, d.mac_state) == (

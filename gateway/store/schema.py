@@ -73,6 +73,62 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    (
+        3,
+        (
+            # One row per (command, device): a group command fans out into one row per member.
+            # status follows the life published on cmd-status; status_n numbers its changes
+            # (the n of the status record's rid). node_seq is the 8-bit seq sent on FPort 40.
+            """CREATE TABLE commands (
+                row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                cmd_id TEXT NOT NULL,
+                kid TEXT NOT NULL,
+                key_name TEXT NOT NULL,
+                dev_eui TEXT NOT NULL CHECK (length(dev_eui) = 16),
+                grp TEXT,
+                action TEXT NOT NULL,
+                args TEXT NOT NULL,
+                issued_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                status TEXT NOT NULL CHECK (status IN
+                    ('accepted', 'queued', 'sent', 'acked', 'failed', 'expired')),
+                status_n INTEGER NOT NULL DEFAULT 0,
+                reason TEXT,
+                answer TEXT,
+                node_seq INTEGER CHECK (node_seq IS NULL OR node_seq BETWEEN 0 AND 255),
+                fcnt_down INTEGER,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                UNIQUE (kid, cmd_id, dev_eui)
+            )""",
+            "CREATE INDEX commands_open ON commands (status, dev_eui)",
+            # Replay protection: every (key, command id) seen, kept until it could no longer
+            # be valid (its exp plus the allowed clock skew), even when it was rejected later.
+            """CREATE TABLE command_ids (
+                kid TEXT NOT NULL,
+                cmd_id TEXT NOT NULL,
+                keep_until REAL NOT NULL,
+                PRIMARY KEY (kid, cmd_id)
+            ) WITHOUT ROWID""",
+            # The last calendar a lighting node accepted (JSON points), re-sent when it rejoins.
+            """CREATE TABLE calendars (
+                dev_eui TEXT PRIMARY KEY CHECK (length(dev_eui) = 16),
+                points TEXT NOT NULL,
+                cmd_id TEXT NOT NULL,
+                updated_at REAL NOT NULL
+            ) WITHOUT ROWID""",
+            # Watering rules' memory per (rule, device): JSON state (daily totals, pauses,
+            # recent moisture), so a restart neither forgets a pause nor waters twice a day.
+            """CREATE TABLE rule_state (
+                rule TEXT NOT NULL,
+                dev_eui TEXT NOT NULL,
+                state TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (rule, dev_eui)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
