@@ -321,7 +321,7 @@ def test_retention_never_drops_alarms_even_over_the_limit(store: Store) -> None:
 
 
 def test_full_database_raises_store_full_and_stores_nothing_of_the_batch(tmp_path: Path) -> None:
-    s = Store.open(tmp_path / "c.db", max_bytes=64 * 1024)
+    s = Store.open(tmp_path / "c.db", max_bytes=128 * 1024)
     s.upsert_device(device(0))
     payload = os.urandom(1500)
     stored = 0
