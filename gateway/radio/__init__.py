@@ -17,11 +17,12 @@ def open_frontend(config, *, counters=None, **kwargs):
         from gateway.radio.sim import SimFrontEnd
 
         return SimFrontEnd(config.radio, **kwargs)
+    if name == "sx127x":
+        from gateway.radio.sx127x import Sx127xFrontEnd
+
+        return Sx127xFrontEnd(config.radio, counters=counters, **kwargs)
     if name == "semtech-udp":
         from gateway.radio.semtech_udp import SemtechUdpFrontEnd
 
         return SemtechUdpFrontEnd(config.radio, counters=counters, **kwargs)
-    raise NotImplementedError(
-        f"radio.frontend = {name!r} is not available in this build yet; use \"sim\" or "
-        "\"semtech-udp\""
-    )
+    raise ValueError(f"radio.frontend = {name!r}: expected sim, sx127x or semtech-udp")
