@@ -92,10 +92,38 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
         return 1
 
 
-def cmd_hypervisor_watch(args: argparse.Namespace) -> int:
-    from cityedge.hypervisor import watch_main
+@contextmanager
+def _hypervisor_usage() -> Iterator[None]:
+    """Bad arguments, key files or broker options of `hypervisor ...`: one line, exit 2."""
+    from cityedge.hypervisor.command import CommandError
+    from cityedge.hypervisor.connect import BrokerOptionError
+    from gateway.keys import KeyFileError
 
-    return asyncio.run(watch_main(args))
+    try:
+        yield
+    except (CommandError, BrokerOptionError, KeyFileError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_hypervisor_watch(args: argparse.Namespace) -> int:
+    from cityedge.hypervisor.watch import watch_main
+
+    with _hypervisor_usage():
+        return asyncio.run(watch_main(args))
+
+
+def cmd_hypervisor_send(args: argparse.Namespace) -> int:
+    from cityedge.hypervisor.send import send_main
+
+    with _hypervisor_usage():
+        return send_main(args)
+
+
+def cmd_hypervisor_keygen(args: argparse.Namespace) -> int:
+    from cityedge.hypervisor.send import keygen_main
+
+    with _hypervisor_usage():
+        return keygen_main(args)
 
 
 # ------------------------------------------------------------------------------------------
@@ -250,8 +278,9 @@ def _entry_from_args(args: argparse.Namespace) -> RegistryEntry:
     if unused:
         raise CliError(f"--{unused[0].replace('_', '-')}: not used by an {activation.upper()} "
                        "node; OTAA takes the AppKey, ABP the NwkSKey and AppSKey")
+    mode = _load_config(args.config).lorawan.dev_nonce_mode
     try:
-        return entry_from_fields(fields)
+        return entry_from_fields(fields, default_dev_nonce_mode=mode)
     except ValueError as exc:
         raise CliError(_option_message(exc)) from None
 
@@ -468,7 +497,8 @@ def cmd_nodes_import(args: argparse.Namespace) -> int:
     from gateway.store import StoreError
 
     try:
-        registry = read_registry(args.file)
+        registry = read_registry(
+            args.file, default_dev_nonce_mode=_load_config(args.config).lorawan.dev_nonce_mode)
     except RegistryError as exc:
         raise CliError(f"{exc}; nothing imported") from None
     try:
@@ -586,6 +616,65 @@ def _add_nodes_parser(gateway: Any) -> None:
     ex.set_defaults(func=cmd_nodes_export)
 
 
+_SEND_EPILOG = """\
+arguments are NAME=VALUE, typed: integers, numbers, true/false, JSON for lists:
+  dim level=40 ramp_s=5 for_min=60        switch on=true for_min=30
+  calendar points='[{"ref":"dusk","minutes":0,"level":100}]'
+  valve_open seconds=600   valve_close   set_interval seconds=900   reboot
+  rules_pause hours=24     rules_resume
+exit status: 0 every target acked; 1 rejected, failed or expired (reason shown);
+2 bad usage; 3 no final status within --timeout; 4 broker unreachable or connection lost"""
+
+
+def _add_hypervisor_parser(sub: Any) -> None:
+    """`cityedge hypervisor keygen|send|watch`: the hypervisor's side of the MQTT interface."""
+    from cityedge.hypervisor.command import ACTION_ARGS
+    from cityedge.hypervisor.connect import add_broker_arguments
+
+    h = sub.add_parser("hypervisor", help="hypervisor-side tools").add_subparsers(
+        dest="hypervisor_command", required=True, metavar="subcommand")
+    keys = argparse.ArgumentParser(add_help=False)
+    keys.add_argument("--gateway-key", action="append", required=True, metavar="PEM",
+                      help="a gateway's public key (.pub); repeat for several gateways")
+
+    hk = h.add_parser("keygen", help="create an operator signing key (Ed25519) for commands")
+    hk.add_argument("--out", required=True, metavar="PEM",
+                    help="private key file to write (0600); the public key goes to PEM.pub")
+    hk.add_argument("--name", help="the key's name in the gateway config (default: file stem)")
+    hk.add_argument("--force", action="store_true", help="replace an existing key file")
+    hk.set_defaults(func=cmd_hypervisor_keygen)
+
+    hs = h.add_parser("send", parents=[keys], help="sign a command, send it, follow it to its end",
+                      epilog=_SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker_arguments(hs)
+    hs.add_argument("--key", required=True, metavar="PEM", help="the operator's private key")
+    hs.add_argument("--gateway", metavar="GATEWAY_ID", help="the gateway's id (in the prefix)")
+    hs.add_argument("--prefix", default=None,
+                    help="topic prefix as in the gateway's [mqtt] prefix "
+                    "(default cityedge/v1/{gateway_id})")
+    target = hs.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="DEV_EUI", help="one device")
+    target.add_argument("--group", metavar="NAME", help="a group from the gateway's [groups]")
+    hs.add_argument("action", choices=list(ACTION_ARGS), metavar="ACTION",
+                    help=f"one of: {', '.join(ACTION_ARGS)}")
+    hs.add_argument("args", nargs="*", metavar="NAME=VALUE", help="the action's arguments")
+    hs.add_argument("--id", default=None, help="command id (default: cmd-<random uuid>)")
+    hs.add_argument("--expires-in", type=float, default=300, metavar="S",
+                    help="the command expires this many seconds after now (default 300)")
+    hs.add_argument("--timeout", type=float, default=120, metavar="S",
+                    help="give up following after this many seconds (default 120, exit 3)")
+    hs.add_argument("--json", action="store_true", help="one JSON object per status line")
+    hs.set_defaults(func=cmd_hypervisor_send)
+
+    hw = h.add_parser("watch", parents=[keys],
+                      help="subscribe, verify every signature, show messages live")
+    add_broker_arguments(hw)
+    hw.add_argument("--prefix", default="cityedge/v1/+", help="topic prefix to watch")
+    hw.add_argument("--device", metavar="DEV_EUI", help="only this device's messages")
+    hw.add_argument("--count", type=int, default=None, help="exit after this many messages")
+    hw.set_defaults(func=cmd_hypervisor_watch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cityedge", description="cityedge: city LoRa sensor network, nodes to hypervisor"
@@ -624,15 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.set_defaults(func=cmd_gateway_run)
     _add_nodes_parser(g)
 
-    h = sub.add_parser("hypervisor", help="hypervisor-side tools").add_subparsers(
-        dest="hypervisor_command", required=True, metavar="subcommand")
-    hw = h.add_parser("watch", help="subscribe, verify every signature, show messages live")
-    hw.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
-    hw.add_argument("--prefix", default="cityedge/v1/+", help="topic prefix to watch")
-    hw.add_argument("--gateway-key", action="append", required=True, metavar="PEM",
-                    help="a gateway's public key (.pub); repeat for several gateways")
-    hw.add_argument("--count", type=int, default=None, help="exit after this many messages")
-    hw.set_defaults(func=cmd_hypervisor_watch)
+    _add_hypervisor_parser(sub)
 
     from provisioning.cli import add_parsers  # flash, deploy, provision, node, inventory
 

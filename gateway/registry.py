@@ -272,10 +272,12 @@ def _counter(name: str, value: Any, lo: int) -> int | None:
     return value
 
 
-def entry_from_fields(data: Mapping[str, Any]) -> RegistryEntry:
+def entry_from_fields(data: Mapping[str, Any], *,
+                      default_dev_nonce_mode: str = "increasing") -> RegistryEntry:
     """Validate one node's fields (a file row or the command line's options) into an entry.
 
-    Raises ``_FieldError`` (a ValueError naming the field) on the first bad field.
+    An OTAA node without ``dev_nonce_mode`` gets ``default_dev_nonce_mode`` (the gateway's
+    ``[lorawan] dev_nonce_mode``). Raises ``_FieldError`` (a ValueError naming the field) on the first bad field.
     """
     for name in data:
         if name not in _ROW_FIELDS and not name.startswith("x_"):
@@ -316,7 +318,7 @@ def entry_from_fields(data: Mapping[str, Any]) -> RegistryEntry:
             **common,
             join_eui=None if join_eui is None else _eui("join_eui", join_eui),
             app_key=parse_key("app_key", data["app_key"]),
-            dev_nonce_mode=_choice("dev_nonce_mode", data.get("dev_nonce_mode", "increasing"),
+            dev_nonce_mode=_choice("dev_nonce_mode", data.get("dev_nonce_mode", default_dev_nonce_mode),
                                    DEV_NONCE_MODES),
         )
     for name in _OTAA_ONLY:
@@ -414,7 +416,8 @@ def _parse_header(source: str, number: int, data: dict[str, Any]) -> dict[str, A
     return out
 
 
-def parse_registry(text: str, source: str = "<registry>") -> Registry:
+def parse_registry(text: str, source: str = "<registry>", *,
+                   default_dev_nonce_mode: str = "increasing") -> Registry:
     """Parse and validate a whole registry file; the first problem raises RegistryError.
 
     Every row is checked before anything is returned, duplicate DevEUIs and DevAddrs within the
@@ -437,7 +440,7 @@ def parse_registry(text: str, source: str = "<registry>") -> Registry:
             raise RegistryError(source, number, None,
                                 "a second header; expected one node per line after the first")
         try:
-            entry = entry_from_fields(data)
+            entry = entry_from_fields(data, default_dev_nonce_mode=default_dev_nonce_mode)
         except _FieldError as exc:
             raise RegistryError(source, number, exc.field, exc.problem) from None
         if entry.dev_eui in seen_eui:
@@ -464,7 +467,8 @@ def parse_registry(text: str, source: str = "<registry>") -> Registry:
                     header["created_at"], header["created_by"])
 
 
-def read_registry(path: str | os.PathLike[str]) -> Registry:
+def read_registry(path: str | os.PathLike[str], *,
+                  default_dev_nonce_mode: str = "increasing") -> Registry:
     """Read and parse a registry file; any problem (including I/O) raises RegistryError."""
     file = Path(path)
     source = str(file)
@@ -486,7 +490,7 @@ def read_registry(path: str | os.PathLike[str]) -> Registry:
         line = raw[: exc.start].count(b"\n") + 1
         raise RegistryError(source, line, None, "not UTF-8 text; expected a UTF-8 JSON Lines "
                                                 "file") from None
-    return parse_registry(text, source)
+    return parse_registry(text, source, default_dev_nonce_mode=default_dev_nonce_mode)
 
 
 # --------------------------------------------------------------------------------------------

@@ -457,3 +457,22 @@ def test_remove_on_a_terminal_asks_first(gw: Path) -> None:
     status, shown = on_terminal(gw, "remove", EUI1, answers=[("[y/N]", "y")])
     assert status == 0 and f"removed node {EUI1}" in shown
     assert stored(gw) == {}
+
+
+def test_lorawan_dev_nonce_mode_is_the_default_for_nodes_registered_without_one(
+        tmp_path: Path) -> None:
+    """1.0.2/1.0.3 fleets: `[lorawan] dev_nonce_mode = "unique"` applies to nodes that do not
+    say otherwise, whether added on the command line or imported; an explicit value wins."""
+    from dataclasses import replace
+
+    config = default_config("gw1", tmp_path)
+    config = replace(config, lorawan=replace(config.lorawan, dev_nonce_mode="unique"))
+    write_config(tmp_path / "gateway.toml", config)
+    assert nodes(tmp_path, "add", EUI1, "--role", "air", "--app-key-file", "-",
+                 stdin=APP_KEY).returncode == 0
+    file = registry_file(tmp_path, "in.jsonl", otaa(EUI2),
+                         otaa("70b3d57ed0000003", dev_nonce_mode="increasing"))
+    r = nodes(tmp_path, "import", str(file))
+    assert r.returncode == 0, r.stderr
+    modes = {k: d.dev_nonce_mode for k, d in stored(tmp_path).items()}
+    assert modes == {EUI1: "unique", EUI2: "unique", "70b3d57ed0000003": "increasing"}

@@ -1,4 +1,4 @@
-"""The hypervisor's side of the MQTT interface: subscribe, verify every signature, decode SenML.
+"""What the gateway publishes, as the hypervisor receives it: every signature verified, SenML decoded.
 
 `cityedge hypervisor watch` prints what arrives; the demo's live view uses the same iterator.
 A message whose signature does not verify is shown as such and never decoded as data.
@@ -6,7 +6,6 @@ A message whose signature does not verify is shown as such and never decoded as 
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -67,11 +66,20 @@ def resolve(records: list[dict]) -> list[dict]:
 
 
 def parse_topic(topic: str) -> tuple[str, str, str | None]:
-    """(gateway_id, kind, dev_eui) from `<prefix...>/<gateway_id>/<kind>[/<dev_eui>]`."""
+    """(gateway_id, kind, dev_eui) from `<prefix...>/<gateway_id>/<kind>[/<dev_eui>]`.
+
+    With a custom prefix the "gateway_id" is the prefix's last level; a topic too short to say
+    gives empty strings (the message is then reported, not decoded)."""
     parts = topic.split("/")
     if parts[-1] == "status":
-        return parts[-2], "status", None
+        return (parts[-2] if len(parts) > 1 else ""), "status", None
+    if len(parts) < 3:
+        return "", "", parts[-1]
     return parts[-3], parts[-2], parts[-1]
+
+
+# Topics the gateway subscribes to: commands *to* it, signed by operators, not by a gateway.
+INBOUND_KINDS = frozenset({"cmd", "cmd-group"})
 
 
 def decode_message(
@@ -80,6 +88,9 @@ def decode_message(
     """Verify and decode one MQTT message; failures are reported in the result, not raised."""
     gateway_id, kind, dev_eui = parse_topic(topic)
     msg = HypervisorMessage(topic, gateway_id, kind, dev_eui, verified=False)
+    if kind in INBOUND_KINDS:
+        msg.error = "an operator's command to the gateway, not a gateway message"
+        return msg
     try:
         verified = cose.verify1(payload, keys)
     except cose.CoseError as exc:
@@ -101,6 +112,7 @@ def decode_message(
 
 
 def load_keys(paths: list[str]) -> dict[bytes, Ed25519PublicKey]:
+    """kid -> public key for the gateways' ``.pub`` files (KeyFileError names a bad one)."""
     keys = {}
     for p in paths:
         pub = load_public_key(Path(p))
@@ -115,26 +127,3 @@ async def messages(
     await client.subscribe(f"{prefix}/#", qos=1)
     async for m in client.messages:
         yield decode_message(str(m.topic), bytes(m.payload), keys)
-
-
-def format_line(msg: HypervisorMessage) -> str:
-    mark = "verified" if msg.verified else f"NOT VERIFIED ({msg.error})"
-    if msg.kind == "status":
-        return f"{msg.gateway_id} status {msg.status} [{mark}]"
-    vals = msg.values()
-    shown = " ".join(f"{k}={v}" for k, v in vals.items() if k != "fcnt")
-    hist = " historical" if msg.historical else ""
-    return f"{msg.gateway_id} {msg.kind} {msg.dev_eui} fcnt={vals.get('fcnt', '-')} {shown}{hist} [{mark} kid {msg.kid}]"
-
-
-async def watch_main(args: argparse.Namespace) -> int:
-    host, _, port = args.broker.rpartition(":")
-    keys = load_keys(args.gateway_key)
-    n = 0
-    async with aiomqtt.Client(host or "127.0.0.1", int(port or 1883)) as client:
-        async for msg in messages(client, args.prefix.rstrip("/"), keys):
-            print(format_line(msg), flush=True)
-            n += 1
-            if args.count is not None and n >= args.count:
-                break
-    return 0
