@@ -13,11 +13,13 @@ config directory can be moved as a whole. ``default_config``/``write_config`` se
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,16 @@ from typing import Any, Final, TypeVar
 
 import tomli_w
 
+from gateway.commands.actions import ACTIONS, ALL_ROLES
+from gateway.keys import KeyFileError, key_id, load_public_key
+
 __all__ = [
     "DEV_NONCE_MODES",
     "FRONTENDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MQTT_PROTOCOLS",
+    "CommandsConfig",
     "ConfigError",
     "ForwardConfig",
     "GatewayConfig",
@@ -39,9 +45,12 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "RadioConfig",
+    "RulesConfig",
     "SemtechUdpConfig",
     "StoreConfig",
     "Sx127xConfig",
+    "TrustedKey",
+    "WateringRule",
     "default_config",
     "load_config",
     "write_config",
@@ -65,6 +74,11 @@ DEFAULT_DATA_DIR: Final = Path("/var/lib/cityedge")
 
 _EUI64 = re.compile(r"[0-9a-fA-F]{16}")
 _NAME = re.compile(r"[a-z0-9-]{1,32}")
+# Group, rule and key names: safe as an MQTT topic level, in a SenML name and in a record id.
+_LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOURS = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
+RESERVED_KEY_NAMES: Final = ("gateway",)  # the gateway's own commands (calendar re-sends)
 
 
 class ConfigError(ValueError):
@@ -187,6 +201,61 @@ class LorawanConfig:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """``[[commands.keys]]``: a hypervisor key the gateway takes commands from, and its authority.
+
+    ``actions``: action names or "*"; ``devices``: selectors ("*", a DevEUI, "group:<name>",
+    "role:<role>"). The kid is derived from the public key (``gateway.keys.key_id``).
+    """
+
+    name: str
+    public_key: Path
+    actions: tuple[str, ...]
+    devices: tuple[str, ...]
+    rate_per_minute: int = 120
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    """``[commands]``: the bounds and limits every command is checked against, and the keys."""
+
+    max_valve_open_s: int = 1800
+    max_lifetime_s: int = 86_400
+    clock_skew_s: int = 60
+    device_rate_per_minute: int = 6
+    answer_timeout_s: int = 3600
+    keys: tuple[TrustedKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class WateringRule:
+    """``[[rules.watering]]``: open valves when soil stays dry within allowed local hours.
+
+    ``hours_start_min``/``hours_end_min``: minutes after local midnight (the window wraps
+    midnight when end < start; end 1440 is "24:00").
+    """
+
+    name: str
+    devices: tuple[str, ...]
+    moisture_below: float
+    readings: int
+    hours_start_min: int
+    hours_end_min: int
+    timezone: str
+    open_s: int
+    max_daily_s: int
+    max_daily_litres: float = 0.0
+    rain_skip_h: float = 12.0
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """``[rules]``: the gateway-side rules that keep running without the hypervisor."""
+
+    watering: tuple[WateringRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole validated configuration; ``source`` is the file it came from, if any."""
 
@@ -197,6 +266,9 @@ class GatewayConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     source: Path | None = None
     lorawan: LorawanConfig = field(default_factory=LorawanConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> DevEUIs
+    rules: RulesConfig = field(default_factory=RulesConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +335,14 @@ class _Table:
         if not isinstance(value, dict):
             raise self.fail(name, value, f"a table [{self.key(name)}]")
         return _Table(self.file, self.key(name), value)
+
+    def array(self, name: str) -> list[_Table]:
+        """An array of tables (``[[name]]``; empty when absent), each named ``name[i]``."""
+        self.used.add(name)
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(name, value, f"an array of tables [[{self.key(name)}]]")
+        return [_Table(self.file, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
 
     def expect(self, known: Iterable[str]) -> None:
         """Refuse keys outside ``known`` before reading any: a typo must not pass silently
@@ -598,19 +678,223 @@ def _read_forward(root: _Table) -> ForwardConfig:
     return ForwardConfig(batch_size, historical)
 
 
+def _action_names(value: Any) -> tuple[str, ...]:
+    """A non-empty array of distinct action names, or "*"."""
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise ValueError
+    if not all(isinstance(v, str) and (v == "*" or v in ACTIONS) for v in value):
+        raise ValueError
+    return tuple(value)
+
+
+def _selectors(groups: Mapping[str, tuple[str, ...]]) -> Callable[[Any], tuple[str, ...]]:
+    """Device selectors: "*", a DevEUI (lower-cased), "group:<known group>", "role:<role>"."""
+
+    def one(item: Any) -> str:
+        if not isinstance(item, str):
+            raise TypeError
+        if item == "*":
+            return item
+        if _EUI64.fullmatch(item):
+            return item.lower()
+        kind, _, name = item.partition(":")
+        if (kind == "group" and name in groups) or (kind == "role" and name in ALL_ROLES):
+            return item
+        raise ValueError
+
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise ValueError
+        out = tuple(one(item) for item in value)
+        if len(set(out)) != len(out):
+            raise ValueError
+        return out
+
+    return check
+
+
+def _selectors_expected(groups: Mapping[str, tuple[str, ...]]) -> str:
+    known = ", ".join(sorted(groups)) or "none defined"
+    return ('a non-empty array of distinct device selectors: "*", a DevEUI (16 hex digits), '
+            f'"group:<name>" (groups: {known}) or "role:<role>" (roles: '
+            f'{", ".join(sorted(ALL_ROLES))})')
+
+
+def _read_groups(root: _Table) -> dict[str, tuple[str, ...]]:
+    t = root.sub("groups")
+    groups: dict[str, tuple[str, ...]] = {}
+    for name in list(t.data):
+        if not _LABEL.fullmatch(name):
+            raise ConfigError(f"{t.file}: {t.key(name)}: a group name is 1 to 64 characters "
+                              "from a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+        groups[name] = t.get(name, _eui_list_nonempty,
+                             "a non-empty array of distinct DevEUIs (16 hex digits each)")
+    return groups
+
+
+def _eui_list_nonempty(value: Any) -> tuple[str, ...]:
+    euis = _eui_list(value)
+    if not euis:
+        raise ValueError
+    return euis
+
+
+def _public_key(base: Path) -> Callable[[Any], Path]:
+    to_path = _path(base)
+
+    def check(value: Any) -> Path:
+        path = to_path(value)
+        try:
+            load_public_key(path)
+        except KeyFileError:
+            raise ValueError from None
+        return path
+
+    return check
+
+
+def _read_key(t: _Table, base: Path, groups: Mapping[str, tuple[str, ...]]) -> TrustedKey:
+    t.expect(["name", "public_key", "actions", "devices", "rate_per_minute"])
+    name = t.get("name", _key_name, "a key name of 1 to 64 characters from A-Z, a-z, 0-9, '.', "
+                 f"'_' and '-' (not {', '.join(RESERVED_KEY_NAMES)})")
+    public_key = t.get("public_key", _public_key(base),
+                       "the path of a readable PEM Ed25519 public key (SubjectPublicKeyInfo, "
+                       "as `cityedge hypervisor keygen` writes)")
+    actions = t.get("actions", _action_names,
+                    'a non-empty array of distinct action names or "*" (actions: '
+                    f"{', '.join(ACTIONS)})")
+    devices = t.get("devices", _selectors(groups), _selectors_expected(groups))
+    rate = t.get("rate_per_minute", _int_range(1, 60_000), "an integer from 1 to 60000", 120)
+    return TrustedKey(name, public_key, actions, devices, rate)
+
+
+def _key_name(value: Any) -> str:
+    text = _str(value)
+    if not _KEY_NAME.fullmatch(text) or text in RESERVED_KEY_NAMES:
+        raise ValueError
+    return text
+
+
+def _read_commands(root: _Table, base: Path, groups: Mapping[str, tuple[str, ...]]
+                   ) -> CommandsConfig:
+    t = root.sub("commands")
+    t.expect(["max_valve_open_s", "max_lifetime_s", "clock_skew_s", "device_rate_per_minute",
+              "answer_timeout_s", "keys"])
+    keys: list[TrustedKey] = []
+    kids: dict[bytes, str] = {}
+    for k in t.array("keys"):
+        key = _read_key(k, base, groups)
+        if key.name in {other.name for other in keys}:
+            raise k.fail("name", key.name, "a name no other [[commands.keys]] entry has")
+        kid = key_id(load_public_key(key.public_key))
+        if kid in kids:
+            raise k.fail("public_key", str(key.public_key),
+                         f"a key not already trusted as {kids[kid]!r}")
+        kids[kid] = key.name
+        keys.append(key)
+    return CommandsConfig(
+        max_valve_open_s=t.get("max_valve_open_s", _int_range(1, 65_535),
+                               "an integer number of seconds from 1 to 65535", 1800),
+        max_lifetime_s=t.get("max_lifetime_s", _int_range(1, 30 * 86_400),
+                             "an integer number of seconds from 1 to 2592000", 86_400),
+        clock_skew_s=t.get("clock_skew_s", _int_range(0, 3600),
+                           "an integer number of seconds from 0 to 3600", 60),
+        device_rate_per_minute=t.get("device_rate_per_minute", _int_range(1, 600),
+                                     "an integer from 1 to 600", 6),
+        answer_timeout_s=t.get("answer_timeout_s", _int_range(1, 7 * 86_400),
+                               "an integer number of seconds from 1 to 604800", 3600),
+        keys=tuple(keys),
+    )
+
+
+def _hours(value: Any) -> tuple[int, int]:
+    match = _HOURS.fullmatch(_str(value))
+    if not match:
+        raise ValueError
+    h1, m1, h2, m2 = map(int, match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or m1 > 59 or m2 > 59 or end > 1440 or start == end:
+        raise ValueError
+    return start, end
+
+
+def _hours_text(start: int, end: int) -> str:
+    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+
+
+def _timezone(value: Any) -> str:
+    text = _str(value)
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError from None
+    return text
+
+
+def _read_watering(t: _Table, groups: Mapping[str, tuple[str, ...]], max_open_s: int
+                   ) -> WateringRule:
+    t.expect(["name", "devices", "moisture_below", "readings", "hours", "timezone", "open_s",
+              "max_daily_s", "max_daily_litres", "rain_skip_h"])
+    name = t.get("name", _label, "a rule name of 1 to 64 characters from a-z, 0-9, '.', '_' "
+                 "and '-'")
+    devices = t.get("devices", _selectors(groups), _selectors_expected(groups))
+    moisture = t.get("moisture_below", _float_range(0.0, 1.0),
+                     "a volumetric ratio from 0 to 1 (SenML soil_moisture is a ratio)")
+    readings = t.get("readings", _int_range(1, 100), "an integer from 1 to 100", 2)
+    start, end = t.get("hours", _hours, 'a local time window "HH:MM-HH:MM" (it may wrap '
+                       'midnight; start and end differ; "24:00" only as the end)')
+    timezone = t.get("timezone", _timezone, 'a time zone name such as "Europe/Paris"', "UTC")
+    open_s = t.get("open_s", _int_range(1, max_open_s),
+                   f"an integer number of seconds from 1 to {max_open_s} "
+                   "(commands.max_valve_open_s)")
+    max_daily_s = t.get("max_daily_s", _int_range(open_s, 86_400),
+                        f"an integer number of seconds from {open_s} (open_s) to 86400")
+    litres = t.get("max_daily_litres", _float_range(0.0, 1e6),
+                   "a number of litres from 0 (no volume cap) to 1000000", 0.0)
+    rain_skip_h = t.get("rain_skip_h", _float_range(0.0, 720.0),
+                        "a number of hours from 0 to 720", 12.0)
+    return WateringRule(name, devices, moisture, readings, start, end, timezone, open_s,
+                        max_daily_s, litres, rain_skip_h)
+
+
+def _label(value: Any) -> str:
+    text = _str(value)
+    if not _LABEL.fullmatch(text):
+        raise ValueError
+    return text
+
+
+def _read_rules(root: _Table, groups: Mapping[str, tuple[str, ...]], max_open_s: int
+                ) -> RulesConfig:
+    t = root.sub("rules")
+    t.expect(["watering"])
+    rules: list[WateringRule] = []
+    for w in t.array("watering"):
+        rule = _read_watering(w, groups, max_open_s)
+        if rule.name in {other.name for other in rules}:
+            raise w.fail("name", rule.name, "a name no other [[rules.watering]] entry has")
+        rules.append(rule)
+    return RulesConfig(tuple(rules))
+
+
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
                  base_dir: Path | None = None) -> GatewayConfig:
     """Validate an already-parsed TOML document; ``source`` names it in error messages."""
     base = base_dir if base_dir is not None else Path.cwd()
     root = _Table(source, "", data)
-    root.expect(["gateway", "mqtt", "radio", "store", "forward", "lorawan"])
+    root.expect(["gateway", "mqtt", "radio", "store", "forward", "lorawan", "commands",
+                 "groups", "rules"])
     gateway = _read_gateway(root, base)
     mqtt = _read_mqtt(root, base, gateway.id)
     radio = _read_radio(root)
     store = _read_store(root, base, gateway.data_dir)
     forward = _read_forward(root)
     lorawan = _read_lorawan(root)
-    return GatewayConfig(gateway, mqtt, radio, store, forward, lorawan=lorawan)
+    groups = _read_groups(root)
+    commands = _read_commands(root, base, groups)
+    rules = _read_rules(root, groups, commands.max_valve_open_s)
+    return GatewayConfig(gateway, mqtt, radio, store, forward, lorawan=lorawan,
+                         commands=commands, groups=groups, rules=rules)
 
 
 _TOML_POSITION = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
@@ -650,8 +934,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
             ) from None
         raise ConfigError(f"{file}: TOML syntax error: {exc}") from None
     config = parse_config(data, source=str(file), base_dir=file.resolve().parent)
-    return GatewayConfig(config.gateway, config.mqtt, config.radio, config.store,
-                         config.forward, source=file, lorawan=config.lorawan)
+    return dataclasses.replace(config, source=file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,11 +1057,42 @@ def config_to_toml(config: GatewayConfig) -> str:
             "dev_nonce_mode": config.lorawan.dev_nonce_mode,
         },
     }
+    doc.update(_commands_doc(config))
     header = (
         "# cityedge gateway configuration (written by `cityedge gateway init`).\n"
         "# Every key is checked at start; relative paths are relative to this file.\n\n"
     )
     return header + tomli_w.dumps(_drop_none(doc))
+
+
+def _commands_doc(config: GatewayConfig) -> dict[str, Any]:
+    """The [commands], [groups] and [[rules.watering]] tables (empty collections left out)."""
+    c = config.commands
+    commands: dict[str, Any] = {
+        "max_valve_open_s": c.max_valve_open_s,
+        "max_lifetime_s": c.max_lifetime_s,
+        "clock_skew_s": c.clock_skew_s,
+        "device_rate_per_minute": c.device_rate_per_minute,
+        "answer_timeout_s": c.answer_timeout_s,
+    }
+    if c.keys:
+        commands["keys"] = [
+            {"name": k.name, "public_key": str(k.public_key), "actions": list(k.actions),
+             "devices": list(k.devices), "rate_per_minute": k.rate_per_minute}
+            for k in c.keys
+        ]
+    doc: dict[str, Any] = {"commands": commands}
+    if config.groups:
+        doc["groups"] = {name: list(members) for name, members in config.groups.items()}
+    if config.rules.watering:
+        doc["rules"] = {"watering": [
+            {"name": r.name, "devices": list(r.devices), "moisture_below": r.moisture_below,
+             "readings": r.readings, "hours": _hours_text(r.hours_start_min, r.hours_end_min),
+             "timezone": r.timezone, "open_s": r.open_s, "max_daily_s": r.max_daily_s,
+             "max_daily_litres": r.max_daily_litres, "rain_skip_h": r.rain_skip_h}
+            for r in config.rules.watering
+        ]}
+    return doc
 
 
 def write_config(

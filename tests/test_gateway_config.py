@@ -209,7 +209,8 @@ def test_unknown_section_is_an_error_too(tmp_path: Path) -> None:
     message = error_of(tmp_path, MINIMAL + "[forwad]\nbatch_size = 3\n")
     assert "forwad: unknown key; did you mean 'forward'?" in message
     message = error_of(tmp_path, MINIMAL + "[zzz]\n")
-    assert "zzz: unknown key; known keys here: forward, gateway, lorawan, mqtt, radio, store" in message
+    assert ("zzz: unknown key; known keys here: commands, forward, gateway, groups, lorawan, "
+            "mqtt, radio, rules, store") in message
 
 
 def test_bad_enum_lists_the_choices(tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 
 An uplink counts as received once ``Store.accept_uplinks`` has committed it; the forwarder
 deletes a record only after the broker acknowledged it. See ``gateway.store.db`` for the
-threading and durability choices.
+threading and durability choices; ``gateway.store.commands`` keeps the command path's rows.
 """
 
+from gateway.store.commands import CommandStoreMixin
 from gateway.store.db import Store
 from gateway.store.model import (
     KINDS,
@@ -27,6 +28,7 @@ __all__ = [
     "KINDS",
     "Accepted",
     "BacklogReader",
+    "CommandStoreMixin",
     "Device",
     "DeviceConflictError",
     "DeviceError",

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Self
 
+from gateway.store.commands import CommandStoreMixin
 from gateway.store.model import (
     Accepted,
     Device,
@@ -161,7 +162,7 @@ def _row_to_record(row: Sequence[Any]) -> StoredRecord:
     return StoredRecord(*row)
 
 
-class Store:
+class Store(CommandStoreMixin):
     """Device registry and outgoing record queue in one SQLite file (see the module docstring)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path,
@@ -563,45 +564,56 @@ class Store:
         with self._write(f"committing {len(batch)} uplinks") as cur:
             if mac_states:
                 self._put_mac_states(cur, mac_states)
-            for i, (item, body) in enumerate(zip(batch, bodies, strict=True)):
-                if body is None:
-                    continue
-                cur.execute(
-                    "INSERT INTO records (rid, dev_eui, kind, priority, created_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rid) DO NOTHING",
-                    (item.rid, item.dev_eui.lower(), item.kind, item.priority,
-                     item.created_at if item.created_at is not None else now, body),
-                )
-                if cur.rowcount != 1:
-                    continue
-                results[i] = True
-                cur.execute(
+            results = self._insert_records(cur, batch, bodies, now)
+            newest: dict[str, int] = {}  # device -> highest counter stored now
+            for item, stored in zip(batch, results, strict=True):
+                if stored:
+                    eui = item.dev_eui.lower()
+                    newest[eui] = max(newest.get(eui, -1), item.fcnt_up)
+            if newest:
+                cur.executemany(
                     "UPDATE devices SET fcnt_up = ?, updated_at = ? "
                     "WHERE dev_eui = ? AND fcnt_up < ?",
-                    (item.fcnt_up, now, item.dev_eui.lower(), item.fcnt_up),
+                    [(fcnt, now, eui, fcnt) for eui, fcnt in newest.items()],
                 )
+        return results
+
+    @staticmethod
+    def _insert_records(cur: sqlite3.Cursor, items: Sequence[Accepted | NewRecord],
+                        bodies: Sequence[bytes | None], now: float) -> list[bool]:
+        """Insert the items that have a body, in one prepared statement, skipping rids already
+        stored; per item True if stored now. Runs inside the caller's transaction, so the
+        seqs above the last one before it are exactly this insert's."""
+        rows = [(item.rid, item.dev_eui.lower(), item.kind, item.priority,
+                 item.created_at if item.created_at is not None else now, body)
+                for item, body in zip(items, bodies, strict=True) if body is not None]
+        results = [False] * len(items)
+        if not rows:
+            return results
+        row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        last = row[0] if row else 0
+        cur.executemany(
+            "INSERT INTO records (rid, dev_eui, kind, priority, created_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rid) DO NOTHING", rows)
+        if cur.rowcount == len(rows):
+            inserted = {r[0] for r in rows}
+        else:  # some were already stored (or one rid came twice): ask which went in
+            inserted = {rid for (rid,) in cur.execute(
+                "SELECT rid FROM records WHERE seq > ?", (last,))}
+        for i, (item, body) in enumerate(zip(items, bodies, strict=True)):
+            if body is not None and item.rid in inserted:
+                inserted.discard(item.rid)  # the same rid twice: only the first is new
+                results[i] = True
         return results
 
     def add_records(self, records: Sequence[NewRecord]) -> list[bool]:
         """Commit events / command statuses / status reports in one transaction; per item True
         if stored, False if its rid was already there (or it did not encode, logged)."""
-        results = [False] * len(records)
         bodies = [self._body(item) for item in records]
         if not records:
-            return results
-        now = time.time()
+            return []
         with self._write(f"committing {len(records)} records") as cur:
-            for i, (item, body) in enumerate(zip(records, bodies, strict=True)):
-                if body is None:
-                    continue
-                cur.execute(
-                    "INSERT INTO records (rid, dev_eui, kind, priority, created_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rid) DO NOTHING",
-                    (item.rid, item.dev_eui.lower(), item.kind, item.priority,
-                     item.created_at if item.created_at is not None else now, body),
-                )
-                results[i] = cur.rowcount == 1
-        return results
+            return self._insert_records(cur, records, bodies, time.time())
 
     def pending(self, limit: int, after_seq: int = 0) -> list[StoredRecord]:
         """Up to ``limit`` records with seq > ``after_seq``, in send (seq) order."""
