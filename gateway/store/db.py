@@ -42,6 +42,7 @@ from gateway.store.model import (
     StoreRecovery,
     StoreStats,
 )
+from gateway.store.rules import RuleStoreMixin
 from gateway.store.schema import LATEST_VERSION, MIGRATIONS, RECORD_COLUMNS
 from gateway.uplink.senml import SenMLError, encode_pack
 
@@ -162,7 +163,7 @@ def _row_to_record(row: Sequence[Any]) -> StoredRecord:
     return StoredRecord(*row)
 
 
-class Store(CommandStoreMixin):
+class Store(CommandStoreMixin, RuleStoreMixin):
     """Device registry and outgoing record queue in one SQLite file (see the module docstring)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path,
