@@ -20,9 +20,11 @@ lint: deps
 bench: deps mosquitto
 	$(PY) -m bench
 
-# Compile every file a node runs with mpy-cross into build/firmware (what `cityedge deploy` copies).
+# Compile every file a node runs with mpy-cross into build/firmware (what `cityedge deploy` copies)
+# and write build/firmware/frozen/<role>/manifest.py: the MicroPython FROZEN_MANIFEST that puts
+# a role's application in the firmware image (code in flash: docs/architecture.md, node RAM).
 firmware: deps
-	$(PY) -m sim.mpy build/firmware
+	$(PY) -m sim.mpy build/firmware --frozen
 
 deps: $(STAMP) $(NODE_STAMP)
 

@@ -12,18 +12,24 @@ cryptolib shims: ROM on a board). That peak has two parts, reported apart:
   (MicroPython's manifest.py), that code runs from flash and this share leaves the heap;
 * working heap: the peak minus the code, i.e. what boot and a reporting cycle allocate and hold.
 
-The brief's 32 KB "heap peak over a full cycle" is compared with the working heap: it is what a
-cycle needs whatever the packaging, while the code share is set by how the application is
-installed and has its own budget (bench.node_size, 64 KB of .mpy). The total as deployed today
-(.mpy files copied by ``cityedge deploy``, not frozen) is printed beside it with its own verdict,
-so neither figure hides the other. Run: python -m bench.node_heap
+The brief's target, at most 32 KB of heap peak over a full cycle, is judged on the peak with
+the code in it (``app peak``): with the application's .mpy files on the board's filesystem, as
+``cityedge deploy`` installs them, it is not met, and loading only what a cycle needs cannot meet
+it either: the modules every cycle uses (LoRaWAN frame layer, payload codec, radio driver) take
+more than 32 KB of heap once imported, whatever else is dropped (printed below, measured the same
+way). A node meets it only with the application frozen into the MicroPython firmware image
+(``make firmware`` writes the manifest per role): then the bytecode, names and constants stay
+in flash and the heap holds the working heap plus the module and function objects of the
+imports, which this WebAssembly VM cannot measure (its firmware cannot be rebuilt with our
+modules frozen in). docs/architecture.md, "Node RAM", has the reasoning.
+Run: python -m bench.node_heap
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.node_run import ROLES, code_heap, measured
+from bench.node_run import ROLES, code_heap, measure_code_heap, measured
 from bench.table import print_table
 
 TARGET_BYTES = 32 * 1024
@@ -43,7 +49,8 @@ class HeapRow:
 
     @property
     def met(self) -> bool:
-        return self.working <= TARGET_BYTES
+        """The brief's target: the peak over a cycle, code included, at most 32 KB."""
+        return self.app_peak <= TARGET_BYTES
 
 
 def heap_row(role: str) -> HeapRow:
@@ -68,25 +75,30 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KB"
 
 
+CYCLE_CORE = ["protocol.lorawan", "protocol.payload", "drivers.sx127x"]
+"""Modules every reporting cycle of every role uses (frames, payloads, the radio)."""
+
+
 def main() -> None:
     """Print the table and the verdicts."""
     data = rows()
     print_table(
         ("role", "boots", "uplinks", "harness base", "code in RAM", "working heap",
-         "app peak (code+working)", f"working <= {TARGET_BYTES // 1024} KB", "as deployed (.mpy)"),
+         "app peak (code+working)", f"peak <= {TARGET_BYTES // 1024} KB"),
         [(r.role, r.boots, r.uplinks, _kb(r.harness_baseline), _kb(r.code_in_ram), _kb(r.working),
-          _kb(r.app_peak), "met" if r.met else "NOT MET",
-          "within" if r.app_peak <= TARGET_BYTES else "NOT within")
-         for r in data])
-    worst = max(data, key=lambda r: r.working)
-    print(f"\nworking heap (peak over boot and cycles minus code in RAM), worst {worst.role}: "
-          f"{_kb(worst.working)} against {TARGET_BYTES // 1024} KB: "
-          f"{'met' if all(r.met for r in data) else 'NOT MET'}")
+          _kb(r.app_peak), "met" if r.met else "NOT MET") for r in data])
     big = max(data, key=lambda r: r.app_peak)
-    print(f"as deployed today (.mpy on flash, loaded into RAM), worst {big.role}: "
-          f"{_kb(big.app_peak)}: {'within' if big.app_peak <= TARGET_BYTES else 'NOT within'} "
-          f"{TARGET_BYTES // 1024} KB; freezing the modules into the firmware image takes the "
-          "code share out of the heap")
+    print(f"\nheap peak over boot and cycles, code included (.mpy files on the board's flash, "
+          f"loaded into RAM), worst {big.role}: {_kb(big.app_peak)} against "
+          f"{TARGET_BYTES // 1024} KB: {'met' if all(r.met for r in data) else 'NOT MET'}")
+    core = measure_code_heap("soil", modules=CYCLE_CORE)
+    print(f"the modules every cycle needs ({', '.join(CYCLE_CORE)}) take {_kb(core.code_bytes)} "
+          "of heap once imported: loading code lazily cannot bring the peak under the target")
+    worst = max(data, key=lambda r: r.working)
+    print(f"working heap (peak minus code in RAM), worst {worst.role}: {_kb(worst.working)}: what "
+          "a build with the application frozen into the firmware (make firmware, "
+          "build/firmware/frozen/<role>/manifest.py) needs, plus its module and function objects "
+          "(not measurable in this VM)")
     print("harness base: the VM shims' live heap at boot, excluded from every other column")
 
 

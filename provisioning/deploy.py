@@ -1,7 +1,8 @@
 """Deploying the node application to a connected board: compile, compare, copy, verify.
 
-The image is what a node runs: every module of drivers/, protocol/ and firmware/ compiled with
-mpy-cross (the same selection as ``python -m sim.mpy`` and the simulated district), plus
+The image is what a node runs: every module of drivers/, protocol/ and firmware/ (or, given a
+role, only what that role's board runs) compiled with mpy-cross (the selection of
+``python -m sim.mpy``, at its optimisation level ``NODE_OPT``), plus
 ``main.py`` kept as source at the root. Before anything is written, every .mpy header is checked
 against the board's ``sys.implementation._mpy``. Files whose SHA-256 on the board already
 matches are skipped; each other file goes to ``<name>.part``, is hashed on the board, then
@@ -89,13 +90,14 @@ class Image:
         return sorted({f.path.split("/", 1)[0] for f in self.files if "/" in f.path})
 
 
-def build_image(out_dir: Path | None = None) -> Image:
-    """Compile the node application with mpy-cross (sim.mpy's selection) and add ``main.py``."""
-    from sim.mpy import REPO, MpyCrossMissing, compile_tree
+def build_image(out_dir: Path | None = None, role: str | None = None) -> Image:
+    """Compile the node application with mpy-cross at the boards' level (sim.mpy.NODE_OPT) and
+    add ``main.py``: with ``role``, only what that role's board runs (sim.mpy.role_sources)."""
+    from sim.mpy import NODE_OPT, REPO, MpyCrossMissing, compile_role, compile_tree
 
     work = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="cityedge-image-"))
     try:
-        report = compile_tree(work)
+        report = compile_tree(work, opt=NODE_OPT) if role is None else compile_role(role, work)
     except MpyCrossMissing as exc:
         raise BuildError(str(exc)) from None
     if report.errors:

@@ -13,7 +13,10 @@ SX1276 on the channel and to its role's chip models:
 
 Nodes are provisioned as an installer would (`NodeSpec`: identity, OTAA or ABP keys, role, board,
 settings, location in the district) and registered with the gateway from the same spec
-(`device_for`, `District.register`), so the demo and the tests never repeat the wiring.
+(`device_for`, `District.register`), so the demo and the tests never repeat the wiring. A board
+provisioned for real (`cityedge provision` over a serial port, e.g. on a `sim.vm.serial.SerialBoard`)
+joins the district as it stands with `District.add_board`: it boots from its own flash folder, and
+its config.json decides the chips and radio wired to it and where it stands.
 
 The gateway's concentrator (`GatewayConcentrator`) hears the 8 usual EU868 channels. With the
 virtual clock at full speed (``speed=None``) virtual time would run past a receive window while
@@ -36,7 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware import config as node_config
 from firmware.boards import pin_map
+from firmware.roles.lighting import PINS as LIGHTING_ROLE_PINS
+from firmware.roles.soil import PINS as SOIL_ROLE_PINS
 from gateway.lorawan.join import COMMON_EU868_CFLIST_HZ
 from gateway.store import Device, Store
 from sim.bus import SimI2C, SimSPI
@@ -79,6 +85,10 @@ ROLE_SETTINGS: dict[str, dict[str, Any]] = {
     "lighting": {"pins": LIGHTING_PINS, "ramp_s": 2, "presence_s": 120, "utc_offset_min": 60,
                  "voltage_ratio": 10, "pulses_per_kwh": 1000},
 }
+# The pins a role's firmware uses where its settings name none (what the chips are wired to).
+ROLE_PINS: dict[str, dict[str, int | None]] = {"lighting": LIGHTING_ROLE_PINS,
+                                               "soil": SOIL_ROLE_PINS}
+FLOW_LITRES_PER_PULSE = 1 / 450  # the soil role's default flow meter (a YF-S201)
 
 
 class FirmwareBuildError(RuntimeError):
@@ -106,6 +116,14 @@ def position_to_latlon(position: tuple[float, float],
     return round(lat, 6), round(lon, 6)
 
 
+def latlon_to_position(latlon: tuple[float, float],
+                       origin: tuple[float, float] = DIJON) -> tuple[float, float]:
+    """(east, north) metres of the point ``latlon`` from ``origin``: `position_to_latlon` inverted."""
+    lat0, lon0 = origin
+    lat, lon = latlon
+    return ((lon - lon0) * 111_320.0 * math.cos(math.radians(lat0)), (lat - lat0) * 111_320.0)
+
+
 @dataclass
 class NodeSpec:
     """What an installer provisions: identity, keys, role, board, place, settings.
@@ -113,7 +131,9 @@ class NodeSpec:
     OTAA when ``app_key`` is given (``join_eui`` defaults to the demo JoinEUI), ABP when the
     session (``dev_addr``, ``nwk_s_key``, ``app_s_key``) is. ``position`` is in metres east/north
     of the gateway (the radio channel's frame); ``location`` (lat, lon) is derived from it around
-    the district's centre unless given. ``settings`` are merged over the role's district defaults.
+    the district's centre unless given. ``settings`` are merged over the role's district defaults,
+    unless ``board_settings`` says they are exactly what a board provisioned elsewhere holds
+    (`from_config`).
     """
 
     dev_eui: str
@@ -130,6 +150,26 @@ class NodeSpec:
     join_eui: str | None = None
     location: tuple[float, float] | None = None
     name: str | None = None
+    board_settings: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], position: tuple[float, float] | None = None,
+                    origin: tuple[float, float] = DIJON) -> NodeSpec:
+        """The spec of a board from its config.json (ConfigError, a ValueError, when the node
+        would refuse it); it stands at ``position`` or, by default, at its configured location
+        (metres from ``origin``; at the gateway when it has none)."""
+        node = node_config.Config(json.loads(json.dumps(cfg)))  # a copy: Config fills in defaults
+        location = None if node.latitude is None else (node.latitude, node.longitude)
+        if position is None:
+            position = (0.0, 0.0) if location is None else latlon_to_position(location, origin)
+        if node.activation == "otaa":
+            keys: dict[str, Any] = {"app_key": node.app_key, "join_eui": node.join_eui.hex()}
+        else:
+            keys = {"dev_addr": f"{node.dev_addr:08x}", "nwk_s_key": node.nwk_s_key,
+                    "app_s_key": node.app_s_key}
+        return cls(dev_eui=node.dev_eui_hex, role=node.role, board=node.board, position=position,
+                   interval_s=node.interval_s, sf=node.sf, settings=dict(cfg.get("settings", {})),
+                   location=location, name=node.asset or None, board_settings=True, **keys)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -155,7 +195,10 @@ class NodeSpec:
         return ROLE_CLASS[self.role]
 
     def role_settings(self) -> dict[str, Any]:
-        """The role's settings as written to the board: district defaults, then this node's."""
+        """The role's settings as written to the board: district defaults, then this node's
+        (with ``board_settings``: this node's alone)."""
+        if self.board_settings:
+            return json.loads(json.dumps(self.settings))
         merged = json.loads(json.dumps(ROLE_SETTINGS.get(self.role, {})))
         for key, value in self.settings.items():
             if key == "pins" and isinstance(value, dict):
@@ -334,6 +377,37 @@ class District:
             shutil.rmtree(flash)
         shutil.copytree(self.image(), flash)
         (flash / "config.json").write_text(spec.config_json())
+        return self._wire(spec, flash, None, on_console)
+
+    def add_board(self, flash_dir: str | os.PathLike[str], *, uid: bytes | None = None,
+                  position: tuple[float, float] | None = None,
+                  on_console: Callable[[str], None] | None = None) -> SimNode:
+        """Wire a board provisioned elsewhere (not yet powered); it boots from ``flash_dir`` as is.
+
+        Nothing is copied or rewritten: the application and config.json deployed there are what
+        runs. The config decides the role's chips, the board's pin map and where the radio stands
+        (``position``, default: the configured location around the district's origin); ``uid``
+        keeps the board's unique id (e.g. ``SerialBoard.board.uid``). ValueError when the folder
+        holds no node application or a configuration the node would refuse.
+        """
+        flash = Path(flash_dir)
+        if not (flash / "main.py").is_file():
+            raise ValueError(f"{flash} holds no node application (main.py): deploy it first")
+        try:
+            cfg = json.loads((flash / node_config.PATH).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{flash} holds no {node_config.PATH}: provision the board "
+                             "first") from None
+        except ValueError as exc:
+            raise ValueError(f"{flash / node_config.PATH}: not valid JSON ({exc})") from None
+        spec = NodeSpec.from_config(cfg, position, self.origin)
+        if any(n.spec.dev_eui == spec.dev_eui for n in self.nodes):
+            raise ValueError(f"node {spec.dev_eui} is already in the district")
+        return self._wire(spec, flash, uid, on_console)
+
+    def _wire(self, spec: NodeSpec, flash: Path, uid: bytes | None,
+              on_console: Callable[[str], None] | None) -> SimNode:
+        """The board booting from ``flash``, with its radio on the channel and its role's chips."""
         spi_id, _sck, _mosi, _miso, cs, reset, dio0, i2c_id, _sda, _scl, adc, div = pin_map(
             spec.board)
         hw = BoardHardware()
@@ -345,7 +419,7 @@ class District:
         if adc is not None:
             hw.adc[adc] = lambda: int(BATTERY_UV / div)
         models = self._wire_role(spec, hw, i2c)
-        board = VirtualBoard(self.clock, spec.dev_eui, flash, hw, on_console=on_console)
+        board = VirtualBoard(self.clock, spec.dev_eui, flash, hw, uid=uid, on_console=on_console)
         node = SimNode(spec, board, radio, hw, models)
         self.nodes.append(node)
         return node
@@ -354,7 +428,8 @@ class District:
         """Attach the role's chip models to the board's bus and pins."""
         clock, env = self.clock, self.environment
         models: dict[str, Any] = {}
-        pins = spec.role_settings().get("pins", {})
+        settings = spec.role_settings()
+        pins = {**ROLE_PINS.get(spec.role, {}), **settings.get("pins", {})}
         if spec.role == "air":
             models["sht4x"] = SHT4xModel(clock, env)
             i2c.attach(0x44, models["sht4x"])
@@ -370,8 +445,8 @@ class District:
             flow = None
             if pins.get("flow") is not None:
                 flow = FlowMeterModel(clock, hw.pin(pins["flow"]), valve,
-                                      litres_per_pulse=spec.role_settings().get(
-                                          "litres_per_pulse", 0.1))
+                                      litres_per_pulse=settings.get("litres_per_pulse",
+                                                                    FLOW_LITRES_PER_PULSE))
                 models["flow"] = flow
             plot = SoilPlot(env, watering_lpm=lambda: 6.0 if valve.state == "open" else 0.0)
             models["plot"] = plot
@@ -385,7 +460,7 @@ class District:
             models["ina219"] = INA219Model(0x40, 0.1, source=lamps)
             i2c.attach(0x40, models["ina219"])
             models["meter"] = S0Meter(self.clock, hw.pin(pins["s0"]), lamps,
-                                      spec.role_settings().get("pulses_per_kwh", 1000))
+                                      settings.get("pulses_per_kwh", 1000))
             hw.pin(pins["door"]).drive(0)  # door shut (the role's door_open_value is 1)
             hw.pin(pins["presence"]).drive(0)  # nobody in the street
         return models

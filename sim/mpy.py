@@ -21,6 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PORTABLE_PACKAGES = ("drivers", "protocol", "firmware")
 APP_BUDGET_BYTES = 64 * 1024
+NODE_OPT = 3
+"""mpy-cross -O level of what a board runs: 3 leaves out the line-number tables (about 6 % of the
+image; tracebacks on the board still name the file and function) and, like 1, assert statements
+(the node code has none). MicroPython's own board manifests freeze with the same level."""
 
 
 class MpyCrossMissing(RuntimeError):
@@ -123,6 +127,10 @@ def compile_tree(
 NODE_ENTRY = ("firmware/main.py", "firmware/app.py")
 """The node application's entry points; firmware/app.py imports the configured role by name."""
 
+BOARD_MAIN = "firmware/main.py"
+"""Copied as the board's ``/main.py`` and run from source at boot (MicroPython runs main.py, never
+main.mpy): never compiled into a role's selection."""
+
 NOT_ON_NODE = {
     "protocol/lorawan/aes_cryptography.py": "CPython AES (the `cryptography` package); boards use cryptolib",
     "protocol/payload/senml.py": "gateway side: SenML mapping, imported lazily by to_senml(), never on a node",
@@ -185,12 +193,19 @@ def module_imports(root: Path, rel: Path, packages: Iterable[str] = PORTABLE_PAC
     return found
 
 
+def _runs_nothing(path: Path) -> bool:
+    """A module of nothing but its docstring (a package marker: MicroPython imports a package
+    without ``__init__`` as a namespace package, frozen or from files)."""
+    body = ast.parse(path.read_text(), str(path)).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
 def role_sources(role: str, root: Path = REPO) -> list[Path]:
     """Every portable source one role's board runs: the app, its role, their imports, packages.
 
     The transitive closure of the imports of :data:`NODE_ENTRY` and ``firmware/roles/<role>.py``
-    (app.py imports the role by name at run time), with each package's ``__init__.py``, minus
-    :data:`NOT_ON_NODE`. Relative to ``root``, sorted.
+    (app.py imports the role by name at run time), with each package's ``__init__.py`` unless it
+    runs nothing, minus :data:`NOT_ON_NODE`. Relative to ``root``, sorted.
     """
     start = [Path(p) for p in NODE_ENTRY] + [Path("firmware", "roles", f"{role}.py")]
     for p in start:
@@ -203,6 +218,9 @@ def role_sources(role: str, root: Path = REPO) -> list[Path]:
         rel = todo.pop()
         if rel in seen or rel in skip:
             continue
+        if rel.name == "__init__.py" and _runs_nothing(root / rel):
+            skip.add(rel)
+            continue
         seen.add(rel)
         for parent in rel.parents:  # importing a.b.c runs a/__init__ and a/b/__init__ first
             init = parent / "__init__.py"
@@ -212,13 +230,57 @@ def role_sources(role: str, root: Path = REPO) -> list[Path]:
     return sorted(seen)
 
 
-def compile_role(role: str, out_dir: Path, root: Path = REPO, opt: int | None = None) -> CompileReport:
-    """Compile only what one role's board runs (:func:`role_sources`) into ``out_dir``."""
+def compile_role(role: str, out_dir: Path, root: Path = REPO, opt: int | None = NODE_OPT) -> CompileReport:
+    """Compile only what one role's board runs (:func:`role_sources`) into ``out_dir``; the
+    board's main.py (:data:`BOARD_MAIN`) goes there as source, not compiled."""
     report = CompileReport()
     for rel in role_sources(role, root):
+        if rel.as_posix() == BOARD_MAIN:
+            continue
         out = out_dir / rel.with_suffix(".mpy")
         report.files.append(compile_file(root / rel, out, rel.as_posix(), opt))
     return report
+
+
+def node_roles(root: Path = REPO) -> list[str]:
+    """The roles a node can be built for: the modules of firmware/roles/."""
+    return sorted(p.stem for p in (root / "firmware" / "roles").glob("*.py") if p.stem != "__init__")
+
+
+def frozen_manifest(role: str, manifest_dir: Path, root: Path = REPO, opt: int = NODE_OPT) -> str:
+    """A MicroPython ``manifest.py`` freezing what one role's board runs into the firmware image.
+
+    Frozen modules run from flash: their bytecode, names and constants stay out of the heap
+    (docs.micropython.org, reference/manifest.html), which is how a node fits its heap budget.
+    Build with ``make BOARD=... FROZEN_MANIFEST=<this file>`` in ports/esp32 or ports/rp2; paths
+    are relative to the manifest's folder, as MicroPython resolves them. ``firmware/main.py``
+    stays a file on the board (MicroPython runs /main.py from the filesystem), and no .mpy of
+    the application may be left on the board's flash: the current directory comes first in
+    ``sys.path`` and would shadow the frozen modules.
+    """
+    base = Path(os.path.relpath(root, manifest_dir)).as_posix()
+    by_pkg: dict[str, list[str]] = {}
+    for rel in role_sources(role, root):
+        if rel.as_posix() != BOARD_MAIN:
+            by_pkg.setdefault(rel.parts[0], []).append(Path(*rel.parts[1:]).as_posix())
+    lines = [(f"# cityedge node application, role {role}: generated by `make firmware` "
+              "(python -m sim.mpy --frozen), do not edit."),
+             'include("$(PORT_DIR)/boards/manifest.py")']
+    for pkg, files in sorted(by_pkg.items()):
+        lines.append(f'package("{pkg}", files={files!r}, base_path="{base}", opt={opt})')
+    return "\n".join(lines) + "\n"
+
+
+def write_frozen_manifests(out_dir: Path, root: Path = REPO, opt: int = NODE_OPT) -> list[Path]:
+    """``out_dir/frozen/<role>/manifest.py`` for every role; returns their paths."""
+    written = []
+    for role in node_roles(root):
+        folder = out_dir / "frozen" / role
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "manifest.py"
+        path.write_text(frozen_manifest(role, folder.resolve(), root.resolve(), opt))
+        written.append(path)
+    return written
 
 
 def format_report(report: CompileReport, budget: int = APP_BUDGET_BYTES) -> str:
@@ -246,7 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--package", action="append", dest="packages",
         help=f"package folder to compile (repeatable; default: {', '.join(PORTABLE_PACKAGES)})",
     )
-    parser.add_argument("-O", dest="opt", type=int, choices=range(4), help="mpy-cross optimisation level")
+    parser.add_argument("-O", dest="opt", type=int, choices=range(4), default=NODE_OPT,
+                        help=f"mpy-cross optimisation level (default {NODE_OPT}, what boards run)")
+    parser.add_argument("--frozen", action="store_true",
+                        help="also write OUTDIR/frozen/<role>/manifest.py, one MicroPython "
+                        "manifest per role for a firmware image with the application frozen in")
     args = parser.parse_args(argv)
     try:
         report = compile_tree(args.outdir, args.root, args.packages or PORTABLE_PACKAGES, args.opt)
@@ -254,6 +320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
+    sizes = {f.source: f.size for f in report.files if f.ok}
+    for role in node_roles(args.root) if not report.errors else ():
+        try:
+            total = (sum(sizes[p] for p in role_sources(role, args.root) if p.as_posix() != BOARD_MAIN)
+                     + (args.root / BOARD_MAIN).stat().st_size)
+        except (KeyError, OSError):  # a package of the role's selection was not built (--package)
+            continue
+        verdict = "within" if total <= APP_BUDGET_BYTES else "OVER"
+        print(f"role {role}: {total} B of .mpy and main.py on its board ({verdict} the "
+              f"{APP_BUDGET_BYTES // 1024} KB budget)")
+    if args.frozen:
+        for path in write_frozen_manifests(args.outdir, args.root, args.opt):
+            print(f"frozen manifest: {path}")
     if report.errors:
         print(f"\n{len(report.errors)} file(s) failed to compile", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ What is modelled (what the cityedge driver and sensible others touch):
 - the 256-byte FIFO with RegFifoAddrPtr, RegFifoTxBaseAddr, RegFifoRxBaseAddr,
   RegFifoRxCurrentAddr, RegRxNbBytes, RegFifoRxByteAddr;
 - RegIrqFlags (write 1 to clear) and RegIrqFlagsMask (a masked IRQ is neither flagged nor
-  signalled on DIO0); DIO0 driven per RegDioMapping1 (00 RxDone, 01 TxDone, 10 CadDone);
+  signalled on DIO0); DIO0 driven per RegDioMapping1 (00 RxDone, 01 TxDone, 10 CadDone), DIO1
+  too (00 RxTimeout, 01 FhssChangeChannel, 10 CadDetected; DS table 18);
 - TX: RegPayloadLength bytes from RegFifoTxBaseAddr go on the air with the settings of
   RegFrf*, RegModemConfig1/2/3, RegPreamble*, RegSyncWord, RegInvertIQ and RegPaConfig/RegPaDac
   (output power per DS 5.4.2/5.4.3, capped when RegOcp's limit is below the current DS table 6
@@ -108,6 +109,9 @@ IRQ_FHSS_CHANGE_CHANNEL = 0x02
 IRQ_CAD_DETECTED = 0x01
 
 _DIO0_SOURCES = (IRQ_RX_DONE, IRQ_TX_DONE, IRQ_CAD_DONE, 0)  # RegDioMapping1 Dio0Mapping 00..11
+# DS table 18 (LoRa mode): Dio1Mapping (RegDioMapping1 bits 5-4) 00 RxTimeout, 01
+# FhssChangeChannel, 10 CadDetected, 11 none
+_DIO1_SOURCES = (IRQ_RX_TIMEOUT, IRQ_FHSS_CHANGE_CHANNEL, IRQ_CAD_DETECTED, 0)
 
 # Reset values (DS 6.4 tables; registers not listed reset to 0x00 in this model).
 COMMON_RESET = {
@@ -167,6 +171,7 @@ class SX1276Model(Endpoint):
         name: str = "sx1276",
         dio0: SimPin | None = None,
         reset: SimPin | None = None,
+        dio1: SimPin | None = None,
         noise_figure_db: float = 6.0,
         antenna_gain_dbi: float = 0.0,
     ) -> None:
@@ -177,6 +182,7 @@ class SX1276Model(Endpoint):
         self.noise_figure_db = noise_figure_db
         self.antenna_gain_dbi = antenna_gain_dbi
         self.dio0 = dio0 if dio0 is not None else SimPin(f"{name}.dio0", SimPin.IN, 0)
+        self.dio1 = dio1 if dio1 is not None else SimPin(f"{name}.dio1", SimPin.IN, 0)
         self.reset = reset if reset is not None else SimPin(f"{name}.nreset", SimPin.IN, 1)
         self.reset.watch(self._on_reset_pin)
         # counters for tests
@@ -224,6 +230,7 @@ class SX1276Model(Endpoint):
             self.channel.abort(self._tx)
             self._tx = None
         self.dio0.drive(0)
+        self.dio1.drive(0)
 
     @property
     def lora(self) -> bool:
@@ -445,8 +452,9 @@ class SX1276Model(Endpoint):
         self._update_dio()
 
     def _update_dio(self) -> None:
-        source = _DIO0_SOURCES[(self._common[REG_DIO_MAPPING1] >> 6) & 0x03]
-        self.dio0.drive(1 if self._lora[REG_IRQ_FLAGS] & source else 0)
+        mapping, flags = self._common[REG_DIO_MAPPING1], self._lora[REG_IRQ_FLAGS]
+        self.dio0.drive(1 if flags & _DIO0_SOURCES[(mapping >> 6) & 0x03] else 0)
+        self.dio1.drive(1 if flags & _DIO1_SOURCES[(mapping >> 4) & 0x03] else 0)
 
     # -- TX ----------------------------------------------------------------------------------------
     def _start_tx(self) -> None:

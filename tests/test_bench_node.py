@@ -16,6 +16,8 @@ import pytest
 
 from bench import energy, node_airtime, node_heap, node_size
 from bench.node_run import ROLES, measure_code_heap, radio_between, run_node
+from firmware.device import rx_window
+from protocol.airtime import symbol_time_us
 from sim.mpy import NOT_ON_NODE, REPO, compile_role, role_sources
 from sim.vm.board import run_snippet
 
@@ -36,8 +38,11 @@ def test_each_selection_holds_the_core_its_role_and_nothing_of_other_roles() -> 
     for role in ROLES:
         files = {p.as_posix() for p in role_sources(role)}
         assert {"firmware/app.py", "firmware/main.py", f"firmware/roles/{role}.py",
-                "drivers/sx127x.py", "protocol/lorawan/frame.py", "firmware/__init__.py",
-                "firmware/roles/__init__.py"} <= files
+                "drivers/sx127x.py", "protocol/lorawan/frame.py",
+                "protocol/lorawan/__init__.py"} <= files
+        # docstring-only package markers run nothing: MicroPython imports without them
+        assert not files & {"firmware/__init__.py", "firmware/roles/__init__.py",
+                            "drivers/__init__.py", "protocol/__init__.py"}
         assert not files & set(NOT_ON_NODE), "a CPython/gateway-only module on a node"
         for other, names in drivers.items():
             for name in names:
@@ -58,7 +63,7 @@ def test_the_selection_alone_imports_the_app_and_constructs_the_role_in_the_vm(
     out = tmp_path / "mpy"
     report = compile_role(role, out)
     assert not report.errors and report.total_bytes > 0
-    assert {f.source for f in report.files} == set(role_sources(role))
+    assert {f.source for f in report.files} == set(role_sources(role)) - {Path("firmware/main.py")}
     flash = tmp_path / "flash"
     flash.mkdir()
     code = CONSTRUCT.format(role=role, settings=json.dumps(SETTINGS.get(role, {})))
@@ -93,12 +98,18 @@ def test_a_soil_run_gives_boots_uplinks_radio_times_and_a_battery_budget(
         wake.ended_us - wake.started_us
     assert run.valve_pulses_us == [50_000]  # the first boot closes a valve of unknown state
     assert run.sensor_on_us["seesaw"] > 0
+    # Class A windows (RX1 at SF7, RX2 at SF12, nothing sent): each closed by the chip's RxTimeout
+    # after the symbols preamble detection needs; the MCU light-sleeps through both delays and
+    # the radio sleeps between transmission and windows.
+    assert r.rx_us == sum(rx_window(sf, 125_000)[0] * symbol_time_us(sf, 125_000) for sf in (7, 12))
+    assert wake.light_sleep_us > 1_900_000 and r.standby_us < 50_000
 
     cycle = energy.cycle_of(run)
     assert 0 < cycle.awake_us < energy.INTERVAL_S * 1e6
     sold, low = energy.budget("soil", cycle, False), energy.budget("soil", cycle, True)
     assert 0 < low.total_ua < sold.total_ua and 0 < sold.years < low.years
-    assert set(low.parts_ua) >= {"MCU awake", "radio TX/RX/standby", "valve pulses"}
+    assert set(low.parts_ua) >= {"MCU awake", "MCU light sleep", "radio TX/RX/standby/sleep",
+                                 "valve pulses"}
 
 
 def test_size_and_airtime_rows_are_consistent() -> None:

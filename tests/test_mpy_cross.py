@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from sim.mpy import PORTABLE_PACKAGES, REPO, compile_tree, portable_sources
+from sim.mpy import (
+    NODE_OPT,
+    PORTABLE_PACKAGES,
+    REPO,
+    compile_tree,
+    node_roles,
+    portable_sources,
+    role_sources,
+)
 from sim.vm import run_code
 
 
@@ -71,3 +79,31 @@ def test_compiled_mpy_runs_in_the_micropython_vm(micropython_vm: object, tmp_pat
     assert "/_repo/protocol/answer.mpy 42" in result.output
     # the traceback names the source file given to mpy-cross, with its line
     assert 'File "protocol/answer.py", line 8, in boom' in (result.traceback or "")
+
+
+def test_frozen_manifest_lists_exactly_the_roles_files_relative_to_itself(tmp_path: Path) -> None:
+    """Each manifest, run the way MicroPython's manifestfile.py runs it (paths relative to its
+    folder), names existing sources, and together they are the role's selection minus main.py."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.mpy", str(tmp_path / "out"), "--frozen",
+         "--package", "drivers"],  # the tree build is not what this test is about: keep it short
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for role in node_roles():
+        manifest = tmp_path / "out" / "frozen" / role / "manifest.py"
+        frozen: list[Path] = []
+        included: list[str] = []
+
+        def package(name: str, files: list[str], base_path: str, opt: int,
+                    folder: Path = manifest.parent, out: list[Path] = frozen) -> None:
+            assert opt == NODE_OPT
+            for f in files:
+                path = (folder / base_path / name / f).resolve()
+                assert path.is_file(), path
+                out.append(path.relative_to(REPO))
+
+        # a manifest is Python: MicroPython's manifestfile.py runs it with exec, as here
+        exec(manifest.read_text(), {"package": package, "include": included.append})  # noqa: S102
+        assert included == ["$(PORT_DIR)/boards/manifest.py"]
+        assert sorted(frozen) == [p for p in role_sources(role) if p.as_posix() != "firmware/main.py"]

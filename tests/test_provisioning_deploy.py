@@ -119,3 +119,13 @@ def test_files_for_another_mpy_version_are_refused_before_anything_is_written(
         with pytest.raises(FilesystemFull, match="19 KB free"):
             deploy(board, image)
     assert flash_files(tmp_path / "flash") == {}
+
+
+def test_a_role_image_holds_only_what_that_roles_board_runs(tmp_path: Path) -> None:
+    from sim.mpy import role_sources
+
+    image = build_image(tmp_path, role="soil")
+    wanted = {p.with_suffix(".mpy").as_posix() for p in role_sources("soil")
+              if p.as_posix() != "firmware/main.py"} | {"main.py"}
+    assert {f.path for f in image.files} == wanted
+    assert "firmware/roles/lighting.mpy" not in wanted

@@ -255,6 +255,20 @@ def test_rx_single_times_out_after_symb_timeout_symbols(clock, chip, host):
     assert chip.rx_timeouts == 1
 
 
+def test_rx_timeout_rises_on_dio1_with_its_default_mapping_not_on_dio0(clock, chip, host):
+    host.write(0x06, 0xD9, 0x06, 0x66)
+    _enter_rx(host, 0x06, symb_timeout=10)  # RegDioMapping1 reset value 0x00: DIO1 = RxTimeout
+    clock.run(until_us=10 * symbol_time_us(7) - 1)
+    assert chip.dio1.value() == 0
+    clock.run(until_us=10 * symbol_time_us(7))
+    assert chip.dio1.value() == 1 and chip.dio0.value() == 0
+    host.write(0x40, 0x30)  # Dio1Mapping 11: nothing
+    assert chip.dio1.value() == 0
+    host.write(0x40, 0x00)
+    host.write(0x12, IRQ_RX_TIMEOUT)  # cleared: the line falls
+    assert chip.dio1.value() == 0 and host.read(0x12) == 0
+
+
 def _sender(channel, name="sender", position=(100.0, 0.0)):
     return channel.attach(_Quiet(name, position))
 

@@ -492,3 +492,23 @@ def test_ticks_fall_back_to_the_host_clock_outside_the_simulation():
     assert 1 <= ticks.ticks_diff(ticks.ticks_ms(), t0) < 1_000
     assert ticks.ticks_diff(ticks.ticks_add(5, -10), 5) == -10
     assert ticks.ticks_add((1 << 30) - 1, 1) == 0
+
+
+def test_a_window_given_in_symbols_closes_by_rx_timeout_while_the_mcu_naps_through_it(
+        clock, channel):
+    b = radio(clock, channel, "b", (0, 0))
+    naps = []
+
+    def receiver():
+        r = driver_for(b, sf=12)
+        r.nap = lambda ms: (naps.append(ms), ticks.sleep_ms(ms))
+        t0 = clock.now_us()
+        return r.receive(1_000, symbols=6), clock.now_us() - t0, b.reg(0x1F)
+
+    rx = on_board(clock, "b", receiver)
+    clock.run(until_us=2_000_000)
+    result, waited_us, symb_timeout = rx["result"]
+    window_us = 6 * symbol_time_us(12)
+    assert result is None and symb_timeout == 6 and b.rx_timeouts == 1
+    assert naps == [(window_us + 999) // 1000]  # one nap for the window, not 1 ms polls
+    assert window_us <= waited_us <= window_us + 2_000

@@ -118,6 +118,31 @@ def test_pin_toggle_and_sleep_take_exact_virtual_time_and_little_real_time(make_
     assert real < 3.0, f"an hour of virtual sleep took {real:.2f} s of real time"
 
 
+def test_lightsleep_advances_time_and_is_recorded_apart_until_a_pin_edge_wakes_it(
+        make_board: MakeBoard) -> None:
+    clock = VirtualClock()
+    hw = BoardHardware()
+    board = make_board(clock, """
+        import machine, time
+        woke = []
+        machine.Pin(4, machine.Pin.IN).irq(lambda p: woke.append(1), machine.Pin.IRQ_RISING)
+        t0 = time.ticks_ms()
+        machine.lightsleep(500)
+        time.sleep_ms(200)
+        machine.lightsleep(10_000)  # the edge at 1 s ends it early
+        print("up", time.ticks_diff(time.ticks_ms(), t0), "ms", len(woke))
+    """, hardware=hw)
+    hw.pin(4).drive(0)
+    clock.call_at(1_000_000, lambda: hw.pin(4).drive(1))
+
+    board.start()
+    clock.run_for(20)
+
+    assert board.console == ["up 1000 ms 1"]
+    boot = board.history[0]
+    assert boot.light_sleep_us == 500_000 + 300_000  # the 200 ms awake sleep is not counted
+
+
 def test_a_busy_wait_on_ticks_sees_time_move(make_board: MakeBoard) -> None:
     clock = VirtualClock()
     board = make_board(clock, """

@@ -187,7 +187,12 @@ class AirRole:
         return time.time() - last >= self.fan_clean_s
 
     def _sleep(self, ms):
-        """Sleep ``ms``, feeding the board's watchdog (``hw.wdt``, when there is one) meanwhile."""
+        """Sleep ``ms``: through the app's ``hw.nap`` (light sleep, watchdog fed) when it has one,
+        else awake, feeding the board's watchdog (``hw.wdt``, when there is one) meanwhile."""
+        nap = getattr(self.hw, "nap", None)
+        if nap is not None:
+            nap(ms)
+            return
         wdt = getattr(self.hw, "wdt", None)
         while ms > 0:
             step = min(_WDT_SLICE_MS, ms)

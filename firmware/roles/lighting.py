@@ -36,7 +36,7 @@ import time
 
 from drivers.ina219 import INA219, SensorError
 from firmware.astro import CIVIL, SUNRISE_SUNSET
-from firmware.calendar import Calendar, check_points, write_json
+from firmware.calendar import Calendar, check_points, int_in, write_json
 
 # Default pins: free GPIOs of a Heltec WiFi LoRa 32 V2 (radio, OLED and I2C pins left alone).
 PINS = {"pwm": 25, "relay": 13, "door": 34, "presence": 35, "s0": 32, "mains_adc": None}
@@ -61,10 +61,6 @@ DEFAULTS = {
 _J_PER_KWH = 3600000
 _MAX_EXPIRY_MIN = 10080
 _STEP_MS = 50  # shortest ramp step
-
-
-def _int(v, lo, hi):
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 class LightingRole:
@@ -138,7 +134,7 @@ class LightingRole:
             s["calendar_file"])
         self.calendar.load()
         self._ppk = s["pulses_per_kwh"]
-        if not _int(self._ppk, 1, 100000):
+        if not int_in(self._ppk, 1, 100000):
             raise ValueError("lighting: pulses_per_kwh must be 1..100000, got %r" % (self._ppk,))
         self._base_j = 0
         self._counted = 0  # pulses since _base_j
@@ -202,12 +198,12 @@ class LightingRole:
         s = self.s
         if name == "dim" or name == "switch":
             expiry = cmd.get("expiry_min", s["override_min"])
-            if not _int(expiry, 1, _MAX_EXPIRY_MIN):
+            if not int_in(expiry, 1, _MAX_EXPIRY_MIN):
                 return "out_of_range"
             if name == "dim":
                 level = cmd.get("level")
                 ramp = cmd.get("ramp_s", s["ramp_s"])
-                if not _int(level, 0, 100) or not _int(ramp, 0, 255):
+                if not int_in(level, 0, 100) or not int_in(ramp, 0, 255):
                     return "out_of_range"
             else:
                 on = cmd.get("on")
@@ -305,17 +301,12 @@ class LightingRole:
         self._take_pulses()
         return self._base_j + self._counted * _J_PER_KWH // self._ppk
 
-    @property
-    def energy_j(self):
-        """Energy metered since installation, in J."""
-        return self._energy_j()
-
     def _load_energy(self):
         try:
             with open(self.s["state_file"]) as f:
                 d = json.loads(f.read())
             base, counted, ppk = d["base_j"], d["pulses"], d["ppk"]
-            if not (_int(base, 0, 1 << 62) and _int(counted, 0, 1 << 62) and _int(ppk, 1, 100000)):
+            if not (int_in(base, 0, 1 << 62) and int_in(counted, 0, 1 << 62) and int_in(ppk, 1, 100000)):
                 return
         except (OSError, ValueError, KeyError, TypeError):
             return

@@ -100,11 +100,13 @@ class NoiseRole:
         return True
 
     def _sleep_until(self, due):
+        """Sleep to ticks_ms ``due``: the app's ``hw.nap`` (light sleep) or awake, watchdog fed."""
         wdt = getattr(self.hw, "wdt", None)
+        nap = getattr(self.hw, "nap", time.sleep_ms)
         while True:
             left = time.ticks_diff(due, time.ticks_ms())
             if left <= 0:
                 return
-            time.sleep_ms(min(_WDT_SLICE_MS, left))
+            nap(min(_WDT_SLICE_MS, left))
             if wdt is not None:
                 wdt.feed()

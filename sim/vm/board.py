@@ -253,6 +253,9 @@ class Boot:
     # own) sampled at every host call from the boot report to the end report; None when the boot
     # ended without one (power cut, hang, stop). How it is measured: runner.mjs, makeHeapProbe.
     heap_peak: int | None = None
+    # Virtual time spent in machine.lightsleep() (MCU clocks gated, RAM kept): the energy model
+    # counts it at the light-sleep current instead of the active one.
+    light_sleep_us: int = 0
 
     @property
     def heap_app_peak(self) -> int | None:
@@ -964,6 +967,8 @@ class VirtualBoard:
             if now >= end:
                 break
         reply = self._time_reply()
+        if msg.get("ls"):
+            self.history[-1].light_sleep_us += reply["t"] - (end - max(0, int(msg["us"])))
         if reply["t"] < end:
             reply["l"] = end - reply["t"]
         return reply

@@ -99,13 +99,17 @@ def read_clock():
         call('{"op":"sleep","us":%d}' % (1000 if n >= 10 else 1 << n))
 
 
-def sleep(us, wake=False):
-    """Sleep ``us`` virtual us; IRQ handlers run when their edge comes. ``wake``: return after one."""
+def sleep(us, wake=False, light=False):
+    """Sleep ``us`` virtual us; IRQ handlers run when their edge comes. ``wake``: return after one.
+
+    ``light``: machine.lightsleep(), whose time the board records apart (Boot.light_sleep_us).
+    """
     global _reads
     _reads = 0
     us = max(0, int(us))
     while True:
-        r = call('{"op":"sleep","us":%d%s}' % (us, ',"w":1' if wake else ""))
+        r = call('{"op":"sleep","us":%d%s%s}' % (us, ',"w":1' if wake else "",
+                                                  ',"ls":1' if light else ""))
         left = r.get("l", 0)
         if not left or wake:
             return

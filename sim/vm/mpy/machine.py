@@ -291,7 +291,7 @@ def deepsleep(time_ms=None):
 
 def lightsleep(time_ms=None):
     """Sleep in virtual time; returns early when a pin IRQ fires (None: until one does)."""
-    _hw.sleep(1 << 62 if time_ms is None else time_ms * 1000, True)
+    _hw.sleep(1 << 62 if time_ms is None else time_ms * 1000, True, True)
 
 
 def idle():
