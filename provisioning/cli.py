@@ -114,7 +114,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     time.sleep(2.0)
     if args.no_deploy:
         return 0
-    return _deploy(args.port)
+    return _deploy(args.port, args.role)
 
 
 def _chip_of(port: str) -> str:
@@ -127,15 +127,16 @@ def _chip_of(port: str) -> str:
     return "esp32"
 
 
-def _build() -> Any:
-    """The node application compiled in a temporary folder (the Image keeps the bytes)."""
+def _build(role: str | None = None) -> Any:
+    """The node application compiled in a temporary folder (the Image keeps the bytes): with
+    ``role``, only what that role's board runs; without, every role's files."""
     from provisioning.deploy import build_image
 
     with tempfile.TemporaryDirectory(prefix="cityedge-image-") as work:
-        return build_image(Path(work))
+        return build_image(Path(work), role=role)
 
 
-def _deploy(port: str) -> int:
+def _deploy(port: str, role: str | None = None) -> int:
     """Connect, build, deploy with a progress bar, print the summary table."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -143,7 +144,7 @@ def _deploy(port: str) -> int:
     from provisioning.board import Board
     from provisioning.deploy import deploy
 
-    image = _build()
+    image = _build(role)
     with Board.connect(port) as board:
         print(board.info.describe())
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -166,7 +167,7 @@ def _deploy(port: str) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Copy the node application to a board (only what differs), verified by hash."""
-    return _deploy(args.port)
+    return _deploy(args.port, args.role)
 
 
 # -- provision ------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         specs = [_spec_from_args(args)]
         check_spec(specs[0], opts)
     if not args.no_deploy:
-        opts.image = _build()
+        opts.images = {role: _build(role) for role in sorted({s.role for s in specs})}
     if opts.gateway_config is None and opts.export is None:
         print("cityedge: warning: no --gateway-config or --export: the node is not registered "
               "with any gateway", file=sys.stderr)
@@ -362,6 +363,8 @@ def add_parsers(sub: Any) -> None:
 
     d = sub.add_parser("deploy", help="copy the node application to a board (verified)")
     d.add_argument("--port", required=True, metavar="PORT")
+    d.add_argument("--role", choices=["air", "noise", "soil", "lighting"],
+                   help="ship only what this role's board runs (default: every role's files)")
     d.set_defaults(func=_guarded(cmd_deploy))
 
     p = sub.add_parser("provision", help="give boards identity, keys, config; register; label")

@@ -61,7 +61,7 @@ class Options:
     replace: bool = False
     label_dir: Path = Path("labels")
     inventory: Path = field(default_factory=inventory.default_path)
-    image: Image | None = None  # None: do not deploy the application
+    images: dict[str, Image] | None = None  # role -> what its board runs; None: no deploy
     progress: Callable[[str], Progress | None] | None = None  # port -> deploy progress callback
 
 
@@ -256,9 +256,9 @@ def provision_board(spec: NodeSpec, opts: Options, registrar: Registrar) -> Outc
             raise ConfigRefused(
                 f"the board on {spec.port} is already node {existing['dev_eui'].lower()}; "
                 f"making it {dev_eui} would replace it: deregister the old node and use --replace")
-        if opts.image is not None:
+        if opts.images is not None:
             progress = opts.progress(spec.port) if opts.progress else None
-            out.deploy = deploy(board, opts.image, progress)
+            out.deploy = deploy(board, opts.images[spec.role], progress)
         written = write_config(board, cfg, replace=opts.replace).written
         info = board.info
     registered = registrar.register(entry)
