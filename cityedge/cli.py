@@ -718,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     from provisioning.cli import add_parsers  # flash, deploy, provision, node, inventory
 
     add_parsers(sub)
+    from cityedge import sim_cli  # sim plan, sim feed
+
+    sim_cli.add_parsers(sub)
     return p
 
 

@@ -212,7 +212,6 @@ class Operator:
 
     DIM_LEVELS = (40, 70, 20, 100)
     EVERY_S = 240.0  # virtual seconds between two commands to one node
-    QUIET_S = 5.0  # a Class C command keeps clear of the device's RX1/RX2 after an uplink
 
     def __init__(self, agent: Agent, district: District, view: View, clock: VirtualClock) -> None:
         self.agent = agent
@@ -238,10 +237,6 @@ class Operator:
             if spec.role not in ("lighting", "soil") or row is None or not row.readings:
                 continue
             if now < self.next_at.get(dev, 0.0):
-                continue
-            last = row.last.received_at if row.last is not None else 0.0
-            if spec.role == "lighting" and time.time() - last < self.QUIET_S / (
-                    self.clock.speed or 1e6):
                 continue
             n = self.rounds.get(dev, 0)
             seq = (self.seq.get(dev, 0) + 1) % 256

@@ -1,7 +1,7 @@
 """`cityedge gateway run`: the agent as a long-running service (systemd or a terminal).
 
 SIGHUP re-reads the node registry, so `cityedge gateway nodes add/import/remove` take effect
-without a restart. Stops cleanly on SIGTERM/SIGINT: the front end is closed, what was received is already committed,
+without a restart, and the config file's trusted command keys, groups and command limits. Stops cleanly on SIGTERM/SIGINT: the front end is closed, what was received is already committed,
 and unsent records stay in the store for the next start.
 """
 
@@ -116,8 +116,10 @@ def _spawn_reload(agent: Agent, tasks: set[asyncio.Task[int]]) -> None:
 
 
 async def reload_devices(agent: Agent) -> int:
-    """SIGHUP: re-read the node registry (after `gateway nodes add/import/remove`); returns how
-    many nodes are registered, -1 when the store could not be read (logged, agent carries on)."""
+    """SIGHUP: re-read the node registry (after `gateway nodes add/import/remove`) and the
+    command keys and groups of the config file; returns how many nodes are registered, -1 when
+    the store could not be read (logged, agent carries on)."""
+    agent.reload_commands()  # logs its own outcome; the old keys stay on a bad file
     try:
         count = await agent.reload_devices()
     except StoreError as exc:

@@ -115,6 +115,20 @@ def test_the_official_parser_accepts_the_document_and_every_payload_fits_its_sch
     assert "commandStatus: instance 2" in checked
 
 
+def test_the_status_examples_rid_is_the_one_the_gateway_makes(doc: dict[str, Any]) -> None:
+    example = doc["components"]["messages"]["commandStatus"]["examples"][0]["payload"]
+    rid = example[0]["rid"]
+    gateway_id, dev_eui, _cmd, kid, cmd_id, n = rid.split(":")
+    values = {rec["0"]: rec.get("3", rec.get("2")) for rec in example}
+    row = CommandRow(cmd_id=values["cmd"], kid=kid, key_name=values["key"], dev_eui=dev_eui,
+                     action=values["action"], args={}, issued_at=0.0, expires_at=0.0,
+                     status=values["status"], status_n=int(n))
+    assert status_record(gateway_id, row, 0.0).rid == rid
+    assert cmd_id == values["cmd"] and len(bytes.fromhex(kid)) == 8
+    assert "`{gateway_id}:{dev_eui}:cmd:{kid}:{id}:{n}`" in " ".join(
+        doc["components"]["messages"]["commandStatus"]["description"].split())
+
+
 def test_every_channel_declares_exactly_the_parameters_of_its_address(
         doc: dict[str, Any]) -> None:
     assert doc["asyncapi"] == "3.0.0"

@@ -17,6 +17,7 @@ from gateway.store import Store
 from protocol.payload.commands import decode_command, encode_command
 from tests.fixtures.commands import (
     AIR,
+    GW,
     LAMP1,
     LAMP2,
     NOW,
@@ -84,6 +85,22 @@ def test_a_group_command_fans_out_one_row_per_member(gw: Gateway) -> None:
 def test_a_restricted_key_may_do_what_it_is_allowed(gw: Gateway) -> None:
     accepted(gw.submit(command(action="valve_open", args={"seconds": 1800}, target=SOIL),
                        key=gw.keys["parks"]))
+
+
+def test_two_keys_may_use_the_same_id_for_one_device_and_both_lives_are_kept(
+        gw: Gateway) -> None:
+    valve = command("op-1", action="valve_open", args={"seconds": 60}, target=SOIL)
+    first = accepted(gw.submit(valve))
+    assert (gw.rows_added, gw.records_added) == (1, 1)
+    second = accepted(gw.submit(valve, key=gw.keys["parks"]))
+    assert (gw.rows_added, gw.records_added) == (1, 1), "the second key's status is stored too"
+    kids = {first.rows[0].kid, second.rows[0].kid}
+    assert kids == {gw.operator.kid.hex(), gw.keys["parks"].kid.hex()}
+    assert {r.kid for r in gw.store.get_commands("op-1")} == kids
+    pending = [r for r in gw.store.pending(100) if r.kind == "cmd-status"]
+    assert sorted(r.rid for r in pending) == sorted(
+        f"{GW}:{SOIL}:cmd:{kid}:op-1:0" for kid in kids)
+    assert {s["key"] for s in gw.statuses()} == {"control-centre", "parks"}
 
 
 def test_rules_pause_is_local_with_a_default_duration(gw: Gateway) -> None:

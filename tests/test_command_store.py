@@ -17,6 +17,7 @@ from gateway.uplink.senml import decode_pack
 GW = "b827ebfffe123456"
 EUI1, EUI2 = "70b3d57ed0000001", "70b3d57ed0000002"
 NOW = 1_790_000_000.0
+KID = "00112233aabbccdd"
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def store(path: Path) -> Iterator[Store]:
 
 def row(cmd_id: str = "c1", dev_eui: str = EUI1, action: str = "dim", **kw: object) -> CommandRow:
     args = kw.pop("args", {"level": 40})
-    return CommandRow(cmd_id=cmd_id, kid="00112233aabbccdd", key_name="control-centre",
+    return CommandRow(cmd_id=cmd_id, kid=KID, key_name="control-centre",
                       dev_eui=dev_eui, action=action, args=args,  # type: ignore[arg-type]
                       issued_at=NOW, expires_at=NOW + 600, **kw)  # type: ignore[arg-type]
 
@@ -49,7 +50,7 @@ def test_add_commands_stores_rows_and_status_records_together(store: Store) -> N
     assert all(r.status == "accepted" and r.created_at > 0 for r in rows)
     assert store.get_commands("c1") == rows
     pending = store.pending(10)
-    assert [p.rid for p in pending] == [f"{GW}:{EUI1}:cmd:c1:0", f"{GW}:{EUI2}:cmd:c1:0"]
+    assert [p.rid for p in pending] == [f"{GW}:{EUI1}:cmd:{KID}:c1:0", f"{GW}:{EUI2}:cmd:{KID}:c1:0"]
     assert {p.kind for p in pending} == {"cmd-status"} and {p.priority for p in pending} == {1}
     pack = decode_pack(pending[0].body)
     assert pack[0]["bn"] == f"urn:dev:mac:{EUI1}:" and pack[0]["vs"] == "c1"
@@ -63,7 +64,7 @@ def test_a_failing_insert_stores_neither_rows_nor_records(store: Store) -> None:
     with pytest.raises(StoreError):
         accepted(store, [row("c2"), row("c1")])  # (kid, id, device) already there
     assert store.get_commands("c2") == []
-    assert [p.rid for p in store.pending(10)] == [f"{GW}:{EUI1}:cmd:c1:0"]
+    assert [p.rid for p in store.pending(10)] == [f"{GW}:{EUI1}:cmd:{KID}:c1:0"]
 
 
 def test_node_seq_counts_per_device_and_wraps_at_256(store: Store) -> None:
@@ -173,7 +174,7 @@ def test_status_records_carry_the_rows_life_as_senml(store: Store) -> None:
     stored.fcnt_down, stored.attempts = 41, 2
     record = status_record(GW, stored, NOW + 5, detail="the node said busy\n")
     assert (record.rid, record.kind, record.priority, record.created_at) == (
-        f"{GW}:{EUI1}:cmd:c1:3", "cmd-status", 1, NOW + 5)
+        f"{GW}:{EUI1}:cmd:{KID}:c1:3", "cmd-status", 1, NOW + 5)
     store.update_command(stored, record)
     pack = decode_pack(store.pending(10)[-1].body)
     assert pack[0] == {"bn": f"urn:dev:mac:{EUI1}:", "bt": NOW + 5, "n": "cmd", "vs": "c1",

@@ -95,22 +95,18 @@ class MixedDistrict(Slice):
         self.errors: list[BaseException] = []
         self.clock.on_error = lambda part, exc: self.errors.append(exc)
 
-    def in_loop_at(self, loop: asyncio.AbstractEventLoop, delay_s: float,
-                   fn: Callable[[], Any]) -> None:
-        """``delay_s`` virtual seconds from now, run ``fn`` on the agent's loop with virtual time
-        held until it returns and, if it returns a downlink handle, until that has gone out."""
+    def hold_until(self, ready: Callable[[], bool]) -> None:
+        """Hold virtual time from now until ``ready()``: like ``pace_agent``, the gateway's few
+        milliseconds of work (here: handing a downlink to the concentrator) take no virtual
+        time."""
 
-        def at_time() -> None:  # scheduler thread
-            async def call() -> Any:
-                return fn()
-
-            handle = asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+        def wait() -> None:  # scheduler thread
             for _ in range(1000):  # wall-clock bound only: the assertions say what went wrong
-                if getattr(handle, "status", "sent") != "queued":
-                    break
+                if ready():
+                    return
                 time.sleep(0.005)
 
-        self.clock.call_later(int(delay_s * 1e6), at_time)
+        self.clock.call_later(0, wait)
 
     async def collect(self, broker: Any, done: Callable[[list[Published]], bool],
                       timeout: float) -> list[Published]:
@@ -156,17 +152,22 @@ def test_mixed_district_joins_reports_and_obeys_commands_through_the_agent(
     light_node = m.district.node(light)
     queued: dict[str, Any] = {}
 
-    def dim() -> Any:
-        queued["dim"] = m.agent.network.queue_downlink(
-            light, 40, encode_command({"cmd": "dim", "seq": DIM_SEQ, "level": 40, "ramp_s": 0}))
-        return queued["dim"]
-
     def queue_commands() -> None:
-        """Once a node has a session and has sent a reading, queue its command (time held)."""
-        if "dim" not in queued and m.store.get_device(light).fcnt_up >= 1:
-            # Class C: at once, 20 s after an uplink (clear of its RX1/RX2 windows)
-            queued["dim"] = None
-            m.in_loop_at(asyncio.get_running_loop(), 20, dim)
+        """Once a node has a session, queue its command (virtual time held)."""
+        cabinet = m.store.get_device(light)
+        if "dim" not in queued and cabinet.dev_addr is not None:
+            # Class C, as soon as it has a session: the network side holds it until the new
+            # session is confirmed by an uplink and that uplink's receive windows have closed.
+            # Confirmed, as commands are: should the cabinet miss it (it does not listen while
+            # it waits for its own duty cycle), its next uplink without ACK brings it again.
+            queued["dim"] = m.agent.network.queue_downlink(
+                light, 40, encode_command({"cmd": "dim", "seq": DIM_SEQ, "level": 40,
+                                           "ramp_s": 0}), confirmed=True)
+        dim = queued.get("dim")
+        if (dim is not None and cabinet.fcnt_up >= 0
+                and dim in m.agent.network.queued(light)):  # about to go out
+            attempts = dim.attempts
+            m.hold_until(lambda: dim.attempts > attempts or dim.done)
         if "valve" not in queued and m.store.get_device(soil).fcnt_up >= 1:
             queued["valve"] = m.agent.network.queue_downlink(
                 soil, 40, encode_command({"cmd": "valve_open", "seq": VALVE_SEQ,
@@ -222,7 +223,8 @@ def test_mixed_district_joins_reports_and_obeys_commands_through_the_agent(
     # Class C: the dim lands at once, the lamps follow, the ack comes back on FPort 30.
     dim_ack = _ack(got, light, DIM_SEQ)
     assert dim_ack is not None and dim_ack["cmd_result"] == "done", dim_ack
-    assert queued["dim"].status == "sent"
+    assert queued["dim"].status == "acked"  # the answer uplink carried the frame's ACK
+    assert m.agent.counters["downlink_class_c_held"] >= 1, "timed after the cabinet's windows"
     lamps = light_node.models["lamps"]
     assert lamps()[0] == pytest.approx(0.4 * lamps.full_a, rel=0.1), "lamps at 40 %"
     assert [p.values["level"] for p in got if p.dev == light and "level" in p.values][-1] \

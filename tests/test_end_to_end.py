@@ -23,13 +23,13 @@ from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
 from gateway.agent import Agent
-from gateway.config import default_config
+from gateway.config import GatewayConfig, default_config
 from gateway.keys import generate_signing_key
 from gateway.radio import RxFrame
 from gateway.radio.sim import SimFrontEnd
 from gateway.store import Store
 from protocol import lorawan
-from sim.clock import VirtualClock
+from sim.clock import DEFAULT_EPOCH, VirtualClock
 from sim.district import District, NodeSpec, random_node
 
 pytestmark = [pytest.mark.broker, pytest.mark.vm]
@@ -46,14 +46,19 @@ def _pycose_verify(message: bytes, public_bytes: bytes) -> bytes:
 
 
 class Slice:
-    """Broker, gateway and a district of VM nodes, wired the way `cityedge demo` wires them."""
+    """Broker, gateway and a district of VM nodes, wired the way `cityedge demo` wires them.
+
+    Subclasses may start virtual time elsewhere (``epoch``) and add to the gateway's
+    configuration (``configure``: trusted keys, groups, rules)."""
+
+    epoch: float = DEFAULT_EPOCH
 
     def __init__(self, tmp: Path, broker, nodes: list[NodeSpec]) -> None:
-        self.clock = VirtualClock(speed=None)
+        self.clock = VirtualClock(speed=None, epoch=self.epoch)
         self.district = District(self.clock, tmp / "district")
         cfg = default_config("test-gw", tmp / "gw")
-        self.config = dataclasses.replace(
-            cfg, mqtt=dataclasses.replace(cfg.mqtt, host=broker.host, port=broker.port))
+        self.config = self.configure(dataclasses.replace(
+            cfg, mqtt=dataclasses.replace(cfg.mqtt, host=broker.host, port=broker.port)))
         self.key = generate_signing_key(Path(self.config.gateway.signing_key))
         self.store = Store.open(self.config.store.path)
         self.console: dict[str, list[str]] = {}  # each node's console lines
@@ -64,6 +69,10 @@ class Slice:
                                     clock=self.clock)
         self.agent = Agent(self.config, frontend=self.frontend, signing_key=self.key,
                            store=self.store)
+
+    def configure(self, config: GatewayConfig) -> GatewayConfig:
+        """The gateway's configuration (the default one, on the test's broker)."""
+        return config
 
     def run_district(self, seconds: float) -> threading.Thread:
         self.district.start()

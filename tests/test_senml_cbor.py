@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 from gateway.uplink.senml import (
     CBOR_LABELS,
     SenMLError,
+    _head,
+    _item,
     batchable,
     decode_pack,
     encode_pack,
     join_packs,
     mark_historical,
+    validate_pack,
 )
 
 # RFC 8428 §6: "the same example as the one in Section 5.1.2 [multiple measurements], in CBOR"
@@ -299,3 +302,37 @@ def test_any_joinable_packs_join_to_their_records_in_order(packs: list[list[dict
         bodies.append(encode_pack(pack))
         expected += [{**r, "hist": True} if j == 0 else r for j, r in enumerate(pack)]
     assert decode_pack(join_packs(bodies)) == expected
+
+
+_ANY_VALUE = st.one_of(
+    st.text(max_size=6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.integers(min_value=-(2**66), max_value=2**66), st.binary(max_size=3), st.none(),
+    st.sampled_from(["urn:x:", "a", "-bad", "ok/name", "sp ace", "", "Z9"]),
+)
+_ANY_LABEL = st.sampled_from(sorted(CBOR_LABELS) + ["rid", "hist", "zz", "x_"])
+
+
+def _generic_bytes(pack: list[dict]) -> bytes:
+    """The pack through the plain CBOR writer, label by label (the reference encoding)."""
+    out = bytearray()
+    _head(4, len(pack), out)
+    for record in pack:
+        _head(5, len(record), out)
+        for label, value in record.items():
+            _item(CBOR_LABELS.get(label, label), out)
+            _item(value, out)
+    return bytes(out)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.dictionaries(_ANY_LABEL, _ANY_VALUE, max_size=4), min_size=0, max_size=4))
+def test_encoding_refuses_exactly_what_validation_refuses_with_its_message(pack) -> None:
+    try:
+        validate_pack(pack)
+    except SenMLError as exc:
+        with pytest.raises(SenMLError) as raised:
+            encode_pack(pack)
+        assert str(raised.value) == str(exc)
+        return
+    body = encode_pack(pack)
+    assert body == encode_pack(pack, validate=False) == _generic_bytes(pack)

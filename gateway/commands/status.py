@@ -1,8 +1,9 @@
 """Command statuses as records of kind "cmd-status": a SenML pack per state change (design §5).
 
 Each pack is stored like any other record and then signed and published by the forwarder on
-``{prefix}/cmd-status/{dev_eui}``. The record id ``{gateway_id}:{dev_eui}:cmd:{id}:{n}`` numbers
-the changes of one command row, so a resend carries the same id and every change a new one.
+``{prefix}/cmd-status/{dev_eui}``. The record id ``{gateway_id}:{dev_eui}:cmd:{kid}:{id}:{n}``
+numbers the changes of one command row, so a resend carries the same id and every change a new
+one; the key id is in it because command ids are unique per issuing key only.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def status_record(gateway_id: str, row: CommandRow, now: float, *,
     """The status record of ``row`` as it stands (status, reason, answer, counters); its rid
     ends with ``row.status_n``."""
     eui = row.dev_eui.lower()
-    rid = f"{gateway_id}:{eui}:cmd:{row.cmd_id}:{row.status_n}"
+    rid = f"{gateway_id}:{eui}:cmd:{row.kid}:{row.cmd_id}:{row.status_n}"
     records = _pack(rid, eui, now, row.cmd_id, [
         ("status", row.status), ("action", row.action), ("reason", row.reason),
         ("detail", _detail(detail)), ("answer", row.answer), ("group", row.group),

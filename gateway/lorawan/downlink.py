@@ -4,8 +4,10 @@ Class A devices listen only after an uplink: RX1 opens RECEIVE_DELAY1 (RxDelay, 
 JOIN_ACCEPT_DELAY1 = 5 s for a join-accept) after the end of the uplink, on the uplink's
 frequency at DR = uplink DR - RX1DROffset; RX2 one second later on its own frequency and DR
 (869.525 MHz, DR0 in EU868 unless RXParamSetupReq changed them). Class C devices listen on the
-RX2 parameters whenever they are not transmitting, so their downlinks go at once. Times are
-concentrator timestamps (``RxFrame.tmst_us``, µs at the end of the uplink).
+RX2 parameters whenever they are not transmitting or in their own RX1, so their downlinks go
+at once, except around their own uplinks: ``class_c_free_at`` says from when a Class C device is
+back on continuous reception after one. Times are concentrator timestamps (``RxFrame.tmst_us``,
+µs at the end of the uplink).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Final, Literal
 
 from gateway.lorawan.mac import MacState
 from protocol import region_eu868 as region
-from protocol.airtime import time_on_air_us
+from protocol.airtime import symbol_time_us, time_on_air_us
 
 log = logging.getLogger("cityedge.lorawan.downlink")
 
@@ -32,6 +34,11 @@ _ids = itertools.count(1)
 
 # Downlink frame overhead: MHDR(1) + DevAddr(4) FCtrl(1) FCnt(2) + MIC(4)
 FRAME_OVERHEAD: Final = 12
+# A device's receive window waits this many symbols for a preamble (firmware/device.py: 8),
+# opened early and closed late by this margin (clock drift, its own latency).
+RX_WINDOW_SYMBOLS: Final = 8
+RX_WINDOW_MARGIN_US: Final = 40_000
+CLASS_C_GUARD_US: Final = 50_000  # after a device's last window closed, before a Class C frame
 
 
 class DownlinkHandle:
@@ -54,6 +61,7 @@ class DownlinkHandle:
         self.attempts = 0
         self.created_at = time.time()
         self.sent_at: float | None = None
+        self.in_flight = False  # being transmitted now: too late to cancel
         self._listeners: list[Callable[[DownlinkHandle], None]] = []
         self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
 
@@ -101,6 +109,11 @@ class DownlinkHandle:
             else:
                 still.append((wanted, fut))
         self._waiters = still
+
+    def _delayed(self, reason: str) -> None:
+        """Still queued, now for ``reason`` (e.g. "duty_cycle"): listeners hear it once."""
+        if self.status == "queued" and self.reason != reason:
+            self._set("queued", reason)
 
     def __repr__(self) -> str:
         return (f"<DownlinkHandle #{self.id} {self.dev_eui} FPort {self.fport} "
@@ -151,6 +164,35 @@ def class_a_windows(tmst_us: int, uplink_dr: int, freq_hz: int, state: MacState,
     ]
 
 
-def class_c_window(state: MacState) -> Window:
-    """A Class C device's continuous receive window: now, on the RX2 parameters."""
-    return Window("C", None, state.rx2_freq_hz, state.rx2_dr)
+def class_c_window(state: MacState, tmst_us: int | None = None) -> Window:
+    """A Class C device's continuous receive window on the RX2 parameters: at ``tmst_us``, or
+    as soon as possible when None."""
+    return Window("C", tmst_us, state.rx2_freq_hz, state.rx2_dr)
+
+
+def rx_window_us(data_rate: int) -> int:
+    """How long a device's receive window at ``data_rate`` stays open when nothing comes."""
+    sf, bw = region.data_rate(data_rate)
+    return symbol_time_us(sf, bw) * RX_WINDOW_SYMBOLS + 2 * RX_WINDOW_MARGIN_US
+
+
+def class_c_free_at(uplink_end_us: int, uplink_dr: int, uplink_len: int, state: MacState, *,
+                    repeats: int = 1) -> int:
+    """Concentrator time from which a Class C device whose uplink (``uplink_len`` bytes at
+    ``uplink_dr``) ended at ``uplink_end_us`` is back on continuous RX2 reception.
+
+    LoRaWAN 1.0.4 §6.2 has a Class C device listen on RX2 again as soon as RX1 closes, but
+    simple devices (ours: firmware/device.py) first run the Class A RX2 window and only then
+    resume continuous reception, so we wait for both windows to close, plus a guard. With
+    ``repeats`` > 1 (NbTrans, nothing answered in its windows) the device sends the frame again
+    after each pair of windows, so the wait covers every repetition.
+    """
+    d1 = (state.rx_delay_s or 1) * 1_000_000
+    try:
+        rx1_close = d1 + rx_window_us(region.rx1_dr(uplink_dr, state.rx1_dr_offset))
+    except ValueError:
+        rx1_close = d1
+    cycle = max(rx1_close, d1 + 1_000_000 + rx_window_us(state.rx2_dr))
+    sf, bw = region.data_rate(uplink_dr)
+    again = time_on_air_us(uplink_len, sf, bw, 1, 8, True, True) + cycle
+    return uplink_end_us + cycle + max(0, repeats - 1) * again + CLASS_C_GUARD_US

@@ -9,9 +9,17 @@ counted ``Rejection``; nothing here raises on bad input from the air.
 Downlinks: ``handle`` notes, for each accepted uplink, what it calls for (an ACK, MAC answers,
 requests of ours, queued application payloads); the agent commits the uplinks, then
 ``send_replies`` transmits in RX1 or RX2 within the gateway's duty-cycle budget. Application
-payloads are queued with ``queue_downlink``, which returns a ``DownlinkHandle`` to follow; Class C
-devices get theirs at once. Every downlink takes a frame counter committed in the store first,
-so none is ever used twice, even across a crash.
+payloads are queued with ``queue_downlink``, which returns a ``DownlinkHandle`` to follow (and
+``cancel_downlink`` takes one back before it is sent); Class C devices get theirs at once, or,
+right after one of their uplinks, as soon as its receive windows have closed (a concentrator
+timestamp: see ``_class_c_slot``). Every downlink takes a frame counter committed in the store
+first, so none is ever used twice, even across a crash; a device's downlinks are composed one at
+a time (a lock per device), so frame counters go on the air in increasing order.
+
+Time: ``clock`` is the front end's clock, the one ``RxFrame.received_at`` is read from (the wall
+clock for a concentrator, virtual time for the simulated channel). With a frame's ``tmst_us`` it
+gives the concentrator's counter now, so a Class C downlink is timed in the front end's own
+time, never in the agent's wall clock.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ from typing import Any, Final
 from gateway.counters import Counters
 from gateway.lorawan import adr
 from gateway.lorawan.downlink import (
+    CLASS_C_GUARD_US,
     FRAME_OVERHEAD,
     MAX_ATTEMPTS,
     DownlinkHandle,
     Window,
     class_a_windows,
+    class_c_free_at,
     class_c_window,
 )
 from gateway.lorawan.dutycycle import DutyCycleBudget
@@ -39,6 +49,7 @@ from gateway.lorawan.join import JoinGranted, JoinSettings, allocate_dev_addr, g
 from gateway.lorawan.mac import MacState, parse_uplink_commands, process_uplink
 from gateway.radio.frame import RxFrame, TxRequest
 from gateway.store import Accepted, Device, NewRecord, Store, StoreError
+from gateway.uplink.decoder import decode_records
 from protocol import lorawan
 from protocol import payload as codec
 from protocol import region_eu868 as region
@@ -52,6 +63,12 @@ DEV_STATUS_INTERVAL_S: Final = 24 * 3600.0  # ask battery and margin at most onc
 CLASS_C_ACK_TIMEOUT_S: Final = 60.0  # a confirmed Class C downlink not acked by then is resent
 CLASS_C_RETRY_S: Final = 1.0  # after a transmit error
 CLASS_C_RECHECK_S: Final = 5.0  # a Class C downlink waiting for budget looks again this often
+# A Class C downlink held until the device's receive windows close is handed to the front end
+# for that concentrator time when it is at most this far ahead (else the sender waits first) ...
+CLASS_C_MAX_LEAD_US: Final = 30_000_000
+# ... and at least this far ahead, so it is never "too late" by the front end's own latency.
+CLASS_C_MIN_LEAD_US: Final = 20_000
+CLASS_C_TX_GAP_US: Final = 10_000  # between two downlinks we book on one transmitter
 
 Transmitter = Callable[[TxRequest], Awaitable[Any]]
 
@@ -104,6 +121,7 @@ class NetworkSide:
         dev_status_interval_s: float = DEV_STATUS_INTERVAL_S,
         class_c_ack_timeout_s: float = CLASS_C_ACK_TIMEOUT_S,
         max_tx_power_dbm: int = 27,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.gateway_id = gateway_id
@@ -115,6 +133,7 @@ class NetworkSide:
         self.dev_status_interval_s = dev_status_interval_s
         self.class_c_ack_timeout_s = class_c_ack_timeout_s
         self.max_tx_power_dbm = max_tx_power_dbm
+        self.clock = clock  # the front end's clock (Unix s): what RxFrame.received_at is read from
         self.class_c_recheck_s = CLASS_C_RECHECK_S
         self.class_c_retry_s = CLASS_C_RETRY_S
         self._by_addr: dict[int, Device] = {}
@@ -131,6 +150,12 @@ class NetworkSide:
         self._dirty: set[str] = set()
         self._class_c_tasks: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._heard_c: dict[str, RxFrame] = {}  # a Class C device's last uplink
+        self._ref: dict[str | None, RxFrame] = {}  # per gateway: its last frame (its clock)
+        self._booked_until: dict[str | None, int] = {}  # per gateway: end of our last downlink
+        self._reply_end: dict[str, int] = {}  # end (tmst) of what we sent in its windows
+        self._reply_pending: set[str] = set()  # a reply to its last uplink is not sent yet
+        self._locks: dict[str, asyncio.Lock] = {}  # one downlink composed at a time per device
         self.reload_devices()
 
     # ---------------------------------------------------------------- registry
@@ -154,6 +179,10 @@ class NetworkSide:
                 if dev.dev_addr and int(dev.dev_addr, 16) not in self._by_addr:
                     self._by_addr[int(dev.dev_addr, 16)] = dev
         return dev
+
+    def device(self, dev_eui: str) -> Device | None:
+        """The registered device (as of the last reload or first use), or None."""
+        return self._device(dev_eui.lower())
 
     def mac_state(self, dev_eui: str) -> MacState:
         """The MAC state the network keeps for a device (defaults if none yet)."""
@@ -254,11 +283,11 @@ class NetworkSide:
             if key is None:
                 return Rejection("no_session", "no AppSKey registered", dev.dev_eui)
             clear = lorawan.decrypt_payload(self.aes, parsed, key, fcnt)
-        readings: dict = {}
-        role = dev.role
+        readings: list[dict[str, Any]] = []
+        alarm = False
         if parsed.fport:
             try:
-                role, readings = codec.decode_uplink(parsed.fport, clear)
+                _, readings, alarm = decode_records(parsed.fport, clear)
             except codec.PayloadError as exc:
                 # Genuine frame (MIC ok): advance the counter so it cannot be replayed, but
                 # keep nothing we cannot decode.
@@ -270,13 +299,13 @@ class NetworkSide:
         rid = record_id(self.gateway_id, dev.dev_eui, fcnt)
         self._resolve_ack(dev, parsed.ack)
         mac_records = self._mac_uplink(dev, frame, parsed, clear, rid)
-        records = self._senml(dev, role, readings, frame, fcnt, rid, mac_records)
+        records = self._senml(dev, readings, frame, fcnt, rid, mac_records)
         return Accepted(
             dev_eui=dev.dev_eui,
             fcnt_up=fcnt,
             rid=rid,
             kind="up",
-            priority=1 if readings.get("alarms") else 0,
+            priority=1 if alarm else 0,
             created_at=frame.received_at,
             records=records,
             fport=parsed.fport,
@@ -321,6 +350,10 @@ class NetworkSide:
                     answers: list[bytes] | None = None, needs: bool = False) -> None:
         gw = getattr(frame, "gateway_eui", None)
         self._last_gw[dev.dev_eui] = gw
+        self._ref[gw] = frame
+        if dev.dev_class == "C":  # busy around this uplink: Class C downlinks wait (_class_c_slot)
+            self._heard_c[dev.dev_eui] = frame
+            self._reply_end.pop(dev.dev_eui, None)
         state = self._mac.get(dev.dev_eui)
         if not (ack or answers or needs or self._queues.get(dev.dev_eui)
                 or (state is not None and state.wants_downlink())):
@@ -332,6 +365,8 @@ class NetworkSide:
         self._replies.append(UplinkReply(
             dev.dev_eui, rid, frame.tmst_us, frame.freq_hz, data_rate, gw, ack=ack,
             needs_downlink=needs, answers=list(answers or ())))
+        if dev.dev_class == "C":
+            self._reply_pending.add(dev.dev_eui)
 
     def _resolve_ack(self, dev: Device, ack: bool) -> None:
         """A confirmed downlink is acknowledged by the ACK bit of the device's next uplink."""
@@ -359,13 +394,17 @@ class NetworkSide:
             self._start_class_c(handle.dev_eui)
 
     def _senml(
-        self, dev: Device, role: str, readings: dict, frame: RxFrame, fcnt: int, rid: str,
+        self, dev: Device, readings: list[dict[str, Any]], frame: RxFrame, fcnt: int, rid: str,
         extra: list[dict[str, Any]],
     ) -> list[dict]:
-        base = f"urn:dev:mac:{dev.dev_eui}:"
-        records = codec.to_senml(role, readings, base, frame.received_at) if readings else [
-            {"bn": base, "bt": frame.received_at}
-        ]
+        """The uplink's pack: base name and time, readings, MAC records, radio metadata."""
+        first = {"bn": f"urn:dev:mac:{dev.dev_eui}:", "bt": frame.received_at}
+        if readings:
+            first.update(readings[0])
+            readings[0] = first
+            records = readings
+        else:
+            records = [first]
         records.extend(extra)
         records.extend(radio_records(frame, fcnt))
         for r in records:
@@ -450,6 +489,7 @@ class NetworkSide:
         log.info("device %s joined as DevAddr %s (JoinNonce %d)", eui, addr_hex,
                  granted.join_nonce)
         frame = granted.frame
+        self._ref[getattr(frame, "gateway_eui", None)] = frame
         rid = f"{self.gateway_id}:{eui}:join:{granted.join_nonce}"
         event = NewRecord(rid=rid, dev_eui=eui, kind="event", created_at=frame.received_at,
                           records=[{"bn": f"urn:dev:mac:{eui}:", "bt": frame.received_at,
@@ -514,7 +554,34 @@ class NetworkSide:
                 self.counters["downlink_error"] += 1
                 log.exception("downlink to %s failed", reply.dev_eui)
 
+    def replies_dropped(self, replies: list[UplinkReply]) -> None:
+        """The agent will not send these replies (their uplinks were not stored): let the
+        devices' Class C downlinks go on without them."""
+        for reply in replies:
+            self._reply_pending.discard(reply.dev_eui)
+            dev = self._by_eui.get(reply.dev_eui)
+            if dev is not None and dev.dev_class == "C" and self._queues.get(reply.dev_eui):
+                self._start_class_c(reply.dev_eui)
+
+    def _lock(self, eui: str) -> asyncio.Lock:
+        lock = self._locks.get(eui)
+        if lock is None:
+            lock = self._locks[eui] = asyncio.Lock()
+        return lock
+
     async def _reply(self, reply: UplinkReply) -> None:
+        eui = reply.dev_eui
+        try:
+            async with self._lock(eui):
+                await self._reply_locked(reply)
+        finally:
+            self._reply_pending.discard(eui)
+            dev = self._by_eui.get(eui)
+            if dev is not None and dev.dev_class == "C" and (
+                    self._queues.get(eui) or self.mac_state(eui).wants_downlink()):
+                self._start_class_c(eui)  # held while this reply was pending
+
+    async def _reply_locked(self, reply: UplinkReply) -> None:
         eui = reply.dev_eui
         dev = self._by_eui.get(eui)
         if dev is None or dev.nwk_s_key is None or dev.dev_addr is None:
@@ -534,6 +601,9 @@ class NetworkSide:
         if not usable and app is not None:
             state.queued, state.pending = snapshot
             self.counters["downlink_app_deferred"] += 1
+            if any(w.fits(len(fopts) + _port_len(fport, payload) + FRAME_OVERHEAD - 5)
+                   for w in windows):
+                app._delayed("duty_cycle")  # it fitted a window: the budget said no
             fopts, fport, payload = self._compose(state, reply.answers, None)
             app = None
             usable = self._usable(windows, FRAME_OVERHEAD + len(fopts) + _port_len(fport, payload))
@@ -543,12 +613,21 @@ class NetworkSide:
             log.info("no downlink to %s after its uplink: no window within the duty-cycle "
                      "budget", eui)
             return
-        fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
-        dev.fcnt_down = fcnt + 1
-        more = bool(queue) and len(queue) > (1 if app is not None else 0)
-        phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=reply.ack, fpending=more)
-        sent = await self._send(usable, phy, reply.gateway_eui)
+        if app is not None:
+            app.in_flight = True
+        try:
+            fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
+            dev.fcnt_down = fcnt + 1
+            more = bool(queue) and len(queue) > (1 if app is not None else 0)
+            phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=reply.ack,
+                              fpending=more)
+            sent = await self._send(usable, phy, reply.gateway_eui)
+        finally:
+            if app is not None:
+                app.in_flight = False
         self._dirty.add(eui)
+        if sent is not None and dev.dev_class == "C" and sent.tmst_us is not None:
+            self._reply_end[eui] = sent.tmst_us + sent.airtime_us(len(phy))
         if sent is None:
             state.queued, state.pending = snapshot
             return
@@ -559,7 +638,7 @@ class NetworkSide:
 
     def _maybe_ask_status(self, eui: str, state: MacState) -> None:
         """Piggyback DevStatusReq on a downlink that goes anyway, at most once per interval."""
-        now = _now()
+        now = self.clock()
         asked = self._status_asked.get(eui)
         fresh = state.status_at is not None and now - state.status_at < self.dev_status_interval_s
         if fresh or (asked is not None and now - asked < self.dev_status_interval_s):
@@ -619,6 +698,15 @@ class NetworkSide:
             out.append(w)
         return out
 
+    def _book(self, gw: str | None, w: Window, phy_len: int) -> None:
+        """Remember until when gateway ``gw``'s transmitter is busy with this downlink."""
+        start = w.tmst_us if w.tmst_us is not None else self._concentrator_now(gw)
+        if start is None:
+            return
+        end = start + w.airtime_us(phy_len)
+        if end > self._booked_until.get(gw, -1):
+            self._booked_until[gw] = end
+
     def _tx_power(self, freq_hz: int) -> int:
         band = region.sub_band(freq_hz)
         return min(self.max_tx_power_dbm, band[3] if band else 14)
@@ -641,6 +729,7 @@ class NetworkSide:
                 log.info("downlink in %s not sent: %s", w.name, exc)
                 continue
             self.budget.spend(w.freq_hz, w.airtime_us(len(phy)) / 1e6)
+            self._book(gateway_eui, w, len(phy))
             self.counters["downlinks_sent"] += 1
             self.counters[f"downlink_{w.name.lower()}"] += 1
             return w
@@ -659,71 +748,162 @@ class NetworkSide:
         self._class_c_tasks[eui] = loop.create_task(self._class_c(eui), name=f"class-c-{eui}")
 
     async def _class_c(self, eui: str) -> None:
-        """Send a Class C device's queued downlinks one by one, at once, within the budget."""
+        """Send a Class C device's queued downlinks one by one, at once (or as soon as its
+        receive windows after its last uplink have closed), within the budget."""
         try:
             while True:
-                dev = self._by_eui.get(eui)
-                queue = self._queues.get(eui)
-                state = self.mac_state(eui)
-                if dev is None or eui in self._awaiting_ack or dev.dev_class != "C":
+                async with self._lock(eui):
+                    pause = await self._class_c_step(eui)
+                if pause is None:
                     return
-                if not queue and not state.wants_downlink():
-                    return
-                app = queue[0] if queue else None
-                window = class_c_window(state)
-                snapshot = ([list(q) for q in state.queued], [list(p) for p in state.pending])
-                fopts, fport, payload = self._compose(state, [], app)
-                phy_len = FRAME_OVERHEAD + len(fopts) + _port_len(fport, payload)
-                if not window.fits(phy_len - 5):
-                    state.queued, state.pending = snapshot
-                    if app is None:
-                        return
-                    queue.popleft()  # type: ignore[union-attr]
-                    app._set("failed", f"{len(app.payload)} bytes do not fit DR{window.data_rate}")
-                    self.counters["downlink_failed"] += 1
-                    continue
-                wait = self.budget.wait_s(window.freq_hz, window.airtime_us(phy_len) / 1e6)
-                if wait is None:  # longer than the sub-band allows in an hour: never sendable
-                    state.queued, state.pending = snapshot
-                    if app is None:
-                        return
-                    queue.popleft()  # type: ignore[union-attr]
-                    app._set("failed", "longer than the sub-band's duty cycle ever allows")
-                    self.counters["downlink_failed"] += 1
-                    continue
-                if wait > 0:
-                    state.queued, state.pending = snapshot
-                    self.counters["downlink_dutycycle_wait"] += 1
-                    log.info("Class C downlink to %s waits %.1f s for the duty-cycle budget",
-                             eui, wait)
-                    await asyncio.sleep(min(wait, self.class_c_recheck_s))
-                    continue
-                fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
-                dev.fcnt_down = fcnt + 1
-                more = bool(queue) and len(queue) > (1 if app is not None else 0)
-                phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=False, fpending=more)
-                sent = await self._send([window], phy, self._last_gw.get(eui))
-                self._dirty.add(eui)
-                if sent is None:
-                    state.queued, state.pending = snapshot
-                    if app is not None:
-                        app.attempts += 1
-                        if app.attempts >= MAX_ATTEMPTS:
-                            queue.popleft()  # type: ignore[union-attr]
-                            app._set("failed", "the radio did not transmit it")
-                            self.counters["downlink_failed"] += 1
-                    await asyncio.sleep(self.class_c_retry_s)
-                    continue
-                if app is None:
-                    continue
-                self._app_sent(app, fcnt)
-                if app.confirmed:
-                    loop = asyncio.get_running_loop()
-                    self._timers[app.id] = loop.call_later(
-                        self.class_c_ack_timeout_s, self._ack_timeout, app)
-                    return
+                if pause > 0:
+                    await asyncio.sleep(pause)
         finally:
             self._class_c_tasks.pop(eui, None)
+
+    def _concentrator_now(self, gw: str | None) -> int | None:
+        """The concentrator counter of gateway ``gw`` now (µs): its last frame's ``tmst_us``
+        plus the front end's clock since; None before it heard anything."""
+        ref = self._ref.get(gw)
+        if ref is None:
+            return None
+        return ref.tmst_us + int((self.clock() - ref.received_at) * 1e6)
+
+    def _class_c_slot(self, eui: str, state: MacState, airtime_us: int
+                      ) -> tuple[int | None, float]:
+        """When a Class C downlink of ``airtime_us`` may go: (concentrator timestamp, or None
+        for at once; seconds to wait before asking again, 0 to go now). A slot given is booked
+        on the transmitter at once, so concurrent senders never get the same one.
+
+        The device is busy around its own uplinks (transmitting, then its RX1 and RX2 windows,
+        then NbTrans repetitions when nothing answered): ``class_c_free_at`` from its last
+        uplink, and after whatever we sent in those windows. The gateway's transmitter is busy
+        with what we booked on it already (a group command's other downlinks), so this one
+        follows them instead of colliding at the concentrator.
+        """
+        gw = self._last_gw.get(eui)
+        now_us = self._concentrator_now(gw)
+        if now_us is None:
+            return None, 0.0
+        start = now_us
+        frame = self._heard_c.get(eui)
+        data_rate = _data_rate(frame) if frame is not None else None
+        if frame is not None and data_rate is not None:
+            answered = eui in self._reply_end
+            free_at = class_c_free_at(frame.tmst_us, data_rate, len(frame.phy), state,
+                                      repeats=1 if answered else state.nb_trans)
+            if answered:
+                free_at = max(free_at, self._reply_end[eui] + CLASS_C_GUARD_US)
+            # relative to that frame's own clock reading: right across a 32-bit tmst wrap
+            heard_now = frame.tmst_us + int((self.clock() - frame.received_at) * 1e6)
+            start += max(0, free_at - heard_now)
+        booked = self._booked_until.get(gw)
+        if booked is not None and booked - now_us <= 2 * CLASS_C_MAX_LEAD_US:
+            start = max(start, booked + CLASS_C_TX_GAP_US)  # (further: another tmst epoch)
+        ahead = start - now_us
+        if ahead > CLASS_C_MAX_LEAD_US:
+            return None, min((ahead - CLASS_C_MAX_LEAD_US) / 1e6, self.class_c_recheck_s)
+        at = None if ahead <= 0 else max(start, now_us + CLASS_C_MIN_LEAD_US)
+        self._booked_until[gw] = (now_us if at is None else at) + airtime_us
+        if at is not None:
+            self.counters["downlink_class_c_held"] += 1
+        return at, 0.0
+
+    async def _class_c_step(self, eui: str) -> float | None:
+        """One attempt of the Class C sender (under the device's lock): None when there is
+        nothing more to do now, else the pause before the next attempt."""
+        dev = self._by_eui.get(eui)
+        queue = self._queues.get(eui)
+        state = self.mac_state(eui)
+        if dev is None or eui in self._awaiting_ack or dev.dev_class != "C":
+            return None
+        if not queue and not state.wants_downlink():
+            return None
+        if eui in self._reply_pending:
+            return None  # the reply to its uplink goes first; it restarts this sender
+        if dev.fcnt_up < 0 and dev.app_key is not None:
+            # Joined, not heard since: the join-accept may have been lost, so the new session
+            # is in use only once an uplink under it arrives (that uplink restarts this sender).
+            self.counters["downlink_class_c_unconfirmed_session"] += 1
+            return None
+        app = queue[0] if queue else None
+        window = class_c_window(state)
+        snapshot = ([list(q) for q in state.queued], [list(p) for p in state.pending])
+        fopts, fport, payload = self._compose(state, [], app)
+        phy_len = FRAME_OVERHEAD + len(fopts) + _port_len(fport, payload)
+        if not window.fits(phy_len - 5):
+            state.queued, state.pending = snapshot
+            if app is None or queue is None:
+                return None
+            queue.popleft()
+            app._set("failed", f"{len(app.payload)} bytes do not fit DR{window.data_rate}")
+            self.counters["downlink_failed"] += 1
+            return 0.0
+        wait_s = self.budget.wait_s(window.freq_hz, window.airtime_us(phy_len) / 1e6)
+        if wait_s is None:  # longer than the sub-band allows in an hour: never sendable
+            state.queued, state.pending = snapshot
+            if app is None or queue is None:
+                return None
+            queue.popleft()
+            app._set("failed", "longer than the sub-band's duty cycle ever allows")
+            self.counters["downlink_failed"] += 1
+            return 0.0
+        if wait_s > 0:
+            state.queued, state.pending = snapshot
+            self.counters["downlink_dutycycle_wait"] += 1
+            if app is not None:
+                app._delayed("duty_cycle")
+            log.info("Class C downlink to %s waits %.1f s for the duty-cycle budget", eui, wait_s)
+            return min(wait_s, self.class_c_recheck_s)
+        tmst, wait = self._class_c_slot(eui, state, window.airtime_us(phy_len))
+        if wait > 0:
+            state.queued, state.pending = snapshot
+            return wait
+        window = class_c_window(state, tmst)
+        if app is not None:
+            app.in_flight = True
+        try:
+            fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
+            dev.fcnt_down = fcnt + 1
+            more = bool(queue) and len(queue) > (1 if app is not None else 0)  # type: ignore[arg-type]
+            phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=False, fpending=more)
+            sent = await self._send([window], phy, self._last_gw.get(eui))
+        finally:
+            if app is not None:
+                app.in_flight = False
+        self._dirty.add(eui)
+        if sent is None:
+            state.queued, state.pending = snapshot
+            if app is not None and queue is not None:
+                app.attempts += 1
+                if app.attempts >= MAX_ATTEMPTS:
+                    queue.popleft()
+                    app._set("failed", "the radio did not transmit it")
+                    self.counters["downlink_failed"] += 1
+            return self.class_c_retry_s
+        if app is None:
+            return 0.0
+        self._app_sent(app, fcnt)
+        if app.confirmed:
+            loop = asyncio.get_running_loop()
+            self._timers[app.id] = loop.call_later(
+                self.class_c_ack_timeout_s, self._ack_timeout, app)
+            return None
+        return 0.0
+
+    def cancel_downlink(self, handle: DownlinkHandle, reason: str) -> bool:
+        """Take a downlink back before it is transmitted (e.g. its command expired): it fails
+        with ``reason`` and is never sent. False when it is too late: being transmitted right
+        now, sent and waiting for its acknowledgement, or done."""
+        if handle.done or handle.in_flight:
+            return False
+        queue = self._queues.get(handle.dev_eui)
+        if not queue or handle not in queue:
+            return False
+        queue.remove(handle)
+        handle._set("failed", reason)
+        self.counters["downlink_cancelled"] += 1
+        return True
 
     def _ack_timeout(self, handle: DownlinkHandle) -> None:
         self._timers.pop(handle.id, None)
@@ -761,10 +941,6 @@ def _data_rate(frame: RxFrame) -> int | None:
         return region.dr_of(frame.sf, frame.bw_khz * 1000)
     except (ValueError, TypeError):
         return None
-
-
-def _now() -> float:
-    return time.time()
 
 
 def radio_records(frame: RxFrame, fcnt: int) -> list[dict]:

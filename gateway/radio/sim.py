@@ -35,6 +35,11 @@ class SimFrontEnd:
     ) -> None:
         self.concentrator.on_uplink = None
 
+    def now(self) -> float:
+        """The front end's clock, virtual Unix seconds: what ``RxFrame.received_at`` is read
+        from (the network side times Class C downlinks with it, never with wall time)."""
+        return float(self.clock.epoch())
+
     def _on_uplink(self, pkt: Any) -> None:
         """Scheduler thread: wrap the packet and pass it to the event loop."""
         frame = RxFrame(

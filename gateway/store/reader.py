@@ -3,9 +3,9 @@
 ``Store.pending`` hands records back in global seq order. After an outage that order interleaves
 every device (10,000 nodes reporting in turn), so a window of a few thousand records holds one
 or two records per device and joining them saves almost no signatures. ``BacklogReader`` plans
-instead: it scans only ``(seq, kind, dev_eui)`` of a large span of the queue, groups the seqs per
-device (8 bytes each, in ``array('q')``), and then fetches the bodies of one group of packs at a
-time by seq. Per-device order is the seq order inside each group.
+instead: it scans only ``(seq, kind, dev_eui)`` of a large span of the queue, has SQLite sort
+them per device (8 bytes a seq, in one ``array('q')``), and then fetches the bodies of one group
+of packs at a time by seq. Per-device order is the seq order inside each group.
 
 It uses a second SQLite connection of its own, read-only by ``PRAGMA query_only``, on the store's
 file: WAL mode lets it read committed data while the agent commits and while the forwarder's
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -30,17 +30,38 @@ from gateway.store.schema import RECORD_COLUMNS
 __all__ = ["BacklogReader", "Plan"]
 
 FETCH_CHUNK: Final = 20_000  # seqs per body query
+_SEQ32_ROOM: Final = 1 << 31  # 4-byte seqs below this (room above for commits meanwhile)
+CACHE_KIB: Final = 512  # page cache of the reading connection (SQLite default: 2,000 KiB)
 
 
 class Plan:
-    """The seqs of a span of the backlog, grouped per (kind, device) in first-seen order."""
+    """The seqs of a span of the backlog, grouped per (kind, device).
 
-    __slots__ = ("groups", "last_seq", "rows")
+    Compact on purpose (a plan spans 262,144 records of up to 10,000 devices): one flat array
+    of seqs (4 bytes each while they fit, else 8), each group's run consecutive and in seq
+    order, and the offset where each run starts; no per-device Python objects (those cost
+    ~10 MB per plan).
+    """
+
+    __slots__ = ("last_seq", "rows", "seqs", "starts")
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[str, str], array[int]] = {}
+        self.seqs: array[int] = array("q")
+        self.starts: array[int] = array("q")
         self.last_seq = 0
         self.rows = 0
+
+    def runs(self) -> Iterator[array[int]]:
+        """Each group's seqs (a copy of its run), group after group."""
+        seqs, starts = self.seqs, self.starts
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(seqs)
+            yield seqs[start:end]
+
+    @property
+    def groups(self) -> dict[int, array[int]]:
+        """The runs by group number (for inspection; ``runs`` does not build a dict)."""
+        return dict(enumerate(self.runs()))
 
 
 class BacklogReader:
@@ -52,6 +73,9 @@ class BacklogReader:
             self._conn: sqlite3.Connection | None = sqlite3.connect(
                 self.path, timeout=10, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA query_only = 1")
+            # It reads each page once, in order: a small cache (which also bounds the plan's
+            # sorter before it spills to a temporary file) keeps the drain's memory low.
+            self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the backlog for reading: {exc}") from None
 
@@ -67,23 +91,42 @@ class BacklogReader:
             conn.close()
 
     def plan(self, after_seq: int, limit: int) -> Plan:
-        """Group the seqs of up to ``limit`` records after ``after_seq`` per (kind, device)."""
+        """Group the seqs of up to ``limit`` records after ``after_seq`` per (kind, device).
+
+        SQLite sorts the span by (kind, device, seq) in C, within its own bounded sorter
+        memory, so Python only stores seqs and notes where each group starts. The seq array is
+        allocated at its full size at once (not grown), so each plan reuses the memory the
+        previous one freed instead of fragmenting the heap.
+        """
         plan = Plan()
-        groups = plan.groups
+        last = 0
+        rows = 0
+        previous: tuple[str, str] | None = None
         try:
-            rows = self._db().execute(
-                "SELECT seq, kind, dev_eui FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+            conn = self._db()
+            (highest,) = conn.execute("SELECT max(seq) FROM records").fetchone()
+            # 4 bytes a seq while seqs fit (~2 billion records), else 8
+            typecode = "I" if highest is None or highest < _SEQ32_ROOM else "q"
+            seqs = plan.seqs = array(typecode, [0]) * max(0, limit)
+            starts = plan.starts
+            cursor = conn.execute(
+                "SELECT seq, kind, dev_eui FROM (SELECT seq, kind, dev_eui FROM records "
+                "WHERE seq > ? ORDER BY seq LIMIT ?) ORDER BY kind, dev_eui, seq",
                 (after_seq, limit),
             )
-            for seq, kind, dev_eui in rows:
-                group = groups.get((kind, dev_eui))
-                if group is None:
-                    group = groups[(kind, dev_eui)] = array("q")
-                group.append(seq)
-                plan.last_seq = seq
-                plan.rows += 1
+            for seq, kind, dev_eui in cursor:
+                if previous is None or dev_eui != previous[1] or kind != previous[0]:
+                    starts.append(rows)
+                    previous = (kind, dev_eui)
+                seqs[rows] = seq
+                rows += 1
+                if seq > last:
+                    last = seq
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: planning the backlog: {exc}") from None
+        del seqs[rows:]
+        plan.last_seq = last
+        plan.rows = rows
         return plan
 
     def pending(self, limit: int, after_seq: int = 0) -> list[StoredRecord]:

@@ -43,7 +43,7 @@ from gateway.store.model import StoredRecord, StoreError
 from gateway.store.reader import BacklogReader
 from gateway.uplink.cose import CONTENT_SENML_CBOR, sign1
 from gateway.uplink.mqtt import DisconnectedError, PublisherError, PublishRejectedError
-from gateway.uplink.senml import SenMLError, assemble_pack, backlog_part, mark_historical
+from gateway.uplink.senml import SenMLError, append_backlog_part, finish_pack, mark_historical
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -58,7 +58,7 @@ IDLE_POLL_S: Final = 5.0  # safety net: look at the store even without notify()
 MAX_PACK_UPLINKS: Final = 128  # uplinks joined in one backlog message at most
 MAX_PACK_BYTES: Final = 64 * 1024  # and about this many bytes of SenML
 PLAN_ROWS: Final = 262_144  # backlog rows grouped per device at a time (8 bytes each)
-ROUND_RECORDS: Final = 2_048  # backlog records in flight at once (bodies held in memory)
+ROUND_RECORDS: Final = 1_024  # backlog records in flight at once (bodies held in memory)
 
 # record kind -> topic level under the prefix
 _KIND_TOPIC: Final = {"up": "up", "event": "event", "cmd-status": "cmd-status",
@@ -169,32 +169,32 @@ class Forwarder:
         returns (records, (topic, payload, historical)) per message, in order."""
         out: list[tuple[list[StoredRecord], tuple[str, bytes, bool]]] = []
         current: list[StoredRecord] = []
-        parts: list[tuple[int, bytes]] = []
-        size = 0
+        joined = bytearray()  # the current pack's records, marked, back to back
+        count = 0
 
         def close() -> None:
+            nonlocal joined, count
             first = current[0]
-            body = assemble_pack(parts)
-            out.append((list(current), (topic_for(self.prefix, first.kind, first.dev_eui),
-                                        sign1(body, self.key, CONTENT_SENML_CBOR), True)))
+            body = finish_pack(count, joined)
+            out.append((list(current),
+                        (topic_for(self.prefix, first.kind, first.dev_eui),
+                         sign1(body, self.key, CONTENT_SENML_CBOR), True)))
             current.clear()
-            parts.clear()
+            joined, count = bytearray(), 0
 
         for record in records:
-            part = backlog_part(record.body) if record.kind == "up" else None
-            if part is None:
+            if current and (len(current) >= self.max_pack_uplinks
+                            or len(joined) + len(record.body) > MAX_PACK_BYTES):
+                close()
+            added = (append_backlog_part(record.body, joined) if record.kind == "up"
+                     else None)
+            if added is None:
                 if current:
                     close()
-                    size = 0
                 out.append(([record], self.message_for(record, now, backlog=True)))
                 continue
-            if current and (len(current) >= self.max_pack_uplinks
-                            or size + len(part[1]) > MAX_PACK_BYTES):
-                close()
-                size = 0
             current.append(record)
-            parts.append(part)
-            size += len(part[1])
+            count += added
         if current:
             close()
         return out
@@ -302,7 +302,7 @@ class Forwarder:
             pieces: list[Sequence[int]] = []
             size = 0
             step = self.max_pack_uplinks
-            for seqs in plan.groups.values():
+            for seqs in plan.runs():
                 for start in range(0, len(seqs), step):
                     piece = seqs[start:start + step]
                     pieces.append(piece)
@@ -312,7 +312,9 @@ class Forwarder:
                         pieces, size = [], 0
             if pieces:
                 await self._send_round(reader, pieces)
-            if plan.rows < PLAN_ROWS:
+            spanned = plan.rows
+            del plan  # freed before the next plan is read, not after: one plan in memory
+            if spanned < PLAN_ROWS:
                 await self._flush_deletes()
                 return
 

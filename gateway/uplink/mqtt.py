@@ -24,6 +24,10 @@ broker tests exercise each of them.
 
 Deployment note: with Mosquitto, set ``set_tcp_nodelay true`` on the broker, or each window of
 acknowledgements waits ~40 ms on Nagle/delayed ACK (we set TCP_NODELAY on our side).
+
+Incoming messages (commands): ``Publisher.on_connect`` hooks run on every connection, after the
+birth message, with the live client; a hook subscribes and reads ``client.messages`` (the
+command subscriber does). A hook's MQTT failure counts as a failed connection.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -261,6 +266,8 @@ class Publisher:
         self.session = 0
         self._memory_session = 0
         self._client: _AckingClient | None = None
+        # run on every connection, after the birth message (e.g. to subscribe to commands)
+        self.on_connect: list[Callable[[aiomqtt.Client], Awaitable[None]]] = []
 
     # ------------------------------------------------------------ session counter
 
@@ -343,6 +350,11 @@ class Publisher:
             await self.publish(self.status_topic,
                                status_payload(self.key, "online", session, int(time.time())),
                                retain=True)
+            for hook in list(self.on_connect):
+                await hook(client)
+        except (aiomqtt.MqttError, OSError) as exc:
+            await self._close(publish_offline=False)
+            raise ConnectError(f"broker {where}: {exc}") from None
         except BaseException:
             await self._close(publish_offline=False)
             raise

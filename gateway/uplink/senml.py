@@ -29,11 +29,13 @@ __all__ = [
     "CBOR_LABELS",
     "EXTENSION_LABELS",
     "SenMLError",
+    "append_backlog_part",
     "assemble_pack",
     "backlog_part",
     "batchable",
     "decode_pack",
     "encode_pack",
+    "finish_pack",
     "join_packs",
     "mark_historical",
     "validate_pack",
@@ -107,31 +109,33 @@ def _bad_label(index: int, label: Any, value: Any, kind: str | None) -> SenMLErr
     )
 
 
+def _value_ok(kind: str | None, value: Any) -> bool:
+    """True when ``value`` has the type (and range) a label of ``kind`` needs."""
+    vtype = type(value)
+    if kind == "str":
+        return vtype is str or isinstance(value, str)
+    if kind == "num":
+        if vtype is float:
+            return math.isfinite(value)
+        if vtype is int:
+            return _INT_MIN <= value < _INT_MAX
+        return (not isinstance(value, bool) and isinstance(value, int | float)
+                and (math.isfinite(value) if isinstance(value, float)
+                     else _INT_MIN <= value < _INT_MAX))
+    if kind == "bool":
+        return vtype is bool
+    if kind == "bver":
+        return not isinstance(value, bool) and isinstance(value, int) and 0 < value < 2**32
+    if kind == "bytes":
+        return isinstance(value, bytes | bytearray)
+    return False
+
+
 def _check_record(index: int, record: Mapping[str, Any], base_name: str) -> str:
     """Check one record's labels and types; returns the base name in force after it."""
     for label, value in record.items():
         kind = _LABEL_KIND.get(label)
-        vtype = type(value)
-        if kind == "str":
-            ok = vtype is str or isinstance(value, str)
-        elif kind == "num":
-            if vtype is float:
-                ok = math.isfinite(value)
-            elif vtype is int:
-                ok = _INT_MIN <= value < _INT_MAX
-            else:
-                ok = (not isinstance(value, bool) and isinstance(value, int | float)
-                      and (math.isfinite(value) if isinstance(value, float)
-                           else _INT_MIN <= value < _INT_MAX))
-        elif kind == "bool":
-            ok = vtype is bool
-        elif kind == "bver":
-            ok = not isinstance(value, bool) and isinstance(value, int) and 0 < value < 2**32
-        elif kind == "bytes":
-            ok = isinstance(value, bytes | bytearray)
-        else:
-            ok = False
-        if not ok:
+        if not _value_ok(kind, value):
             raise _bad_label(index, label, value, kind)
     values = [label for label in _VALUE_LABELS if label in record]
     if len(values) > 1:
@@ -244,40 +248,107 @@ def encode_pack(records: Iterable[Mapping[str, Any]], *, validate: bool = True) 
     if isinstance(records, Mapping | str | bytes):
         raise SenMLError("a SenML pack is a list of records")
     records = list(records)
-    if validate:
-        validate_pack(records)
+    if validate and not 0 < len(records) <= MAX_PACK_RECORDS:
+        validate_pack(records)  # raises the error for an empty or oversized pack
     # Written by hand rather than with cbor2: label order is kept, floats take their
     # preferred (shortest) form, and the bytes do not depend on the cbor2 version.
+    # Validation rides along: the common shapes (our labels with values of their exact type)
+    # are checked here, label by label as they are encoded; anything else is handed to
+    # ``validate_pack``, which raises the precise error (or passes an unusual but valid pack).
     out = bytearray()
     _head(4, len(records), out)
     texts = _TEXTS  # names and units repeat across packs, the rid within one
     if len(texts) > _TEXTS_MAX:
         texts.clear()
+    floats = _FLOATS
+    if len(floats) > _FLOATS_MAX:
+        floats.clear()
+    names = _NAMES
+    if len(names) > _TEXTS_MAX:
+        names.clear()
+    labels = _LABEL_ENCODING
+    base_name = ""
     for record in records:
-        _head(5, len(record), out)
+        if type(record) is not dict:
+            if validate and not isinstance(record, Mapping):
+                validate_pack(records)
+            record = dict(record)
+        pairs = len(record)
+        if pairs < 24:
+            out.append(0xA0 | pairs)
+        else:
+            _head(5, pairs, out)
+        values = 0
         for label, value in record.items():
-            key = _LABEL_BYTES.get(label)
-            if key is None:
+            entry = labels.get(label)
+            if entry is None:
+                if validate:
+                    validate_pack(records)
                 _item(label, out)
-            else:
-                out += key
+                _item(value, out)
+                continue
+            key, kind, counts = entry
+            out += key
+            values += counts
             vtype = type(value)
             if vtype is str:
+                if kind != _STR and validate:
+                    validate_pack(records)
                 encoded = texts.get(value)
                 if encoded is None:
                     encoded = texts[value] = _text(value)
                 out += encoded
             elif vtype is float:
-                _float(value, out)
-            elif vtype is int and 0 <= value < 24:
+                if kind != _NUM and validate:
+                    validate_pack(records)
+                encoded = floats.get(value)
+                if encoded is None:
+                    if value != value or value in _INFINITIES:
+                        if validate:
+                            validate_pack(records)
+                        _float(value, out)
+                        continue
+                    encoded = _float_bytes(value)
+                    if value:  # 0.0 and -0.0 compare equal: never cache a zero
+                        floats[value] = encoded
+                out += encoded
+            elif vtype is int and kind == _NUM and 0 <= value < 24:
                 out.append(value)
             else:
+                if validate and not _value_ok(_LABEL_KIND[label], value):
+                    validate_pack(records)
                 _item(value, out)
+        if not validate:
+            continue
+        if values > 1:
+            validate_pack(records)
+        if "bn" in record:
+            base_name = record["bn"]
+            if base_name not in names and not _NAME_CHARS_RE.fullmatch(base_name):
+                validate_pack(records)
+        if values or "n" in record or "s" in record:
+            name = base_name + record.get("n", "")
+            if name not in names:
+                if not _NAME_RE.fullmatch(name):
+                    validate_pack(records)
+                names[name] = None
     return bytes(out)
 
 
 _TEXTS: dict[str, bytes] = {}  # text -> its CBOR encoding, cleared when it grows too big
 _TEXTS_MAX: Final = 8192
+_FLOATS: dict[float, bytes] = {}  # float -> its CBOR encoding (zeros never: -0.0 == 0.0)
+_FLOATS_MAX: Final = 65536
+_NAMES: dict[str, None] = {}  # resolved names already found valid
+_INFINITIES: Final = (math.inf, -math.inf)
+_STR, _NUM, _OTHER = 0, 1, 2
+
+
+def _float_bytes(value: float) -> bytes:
+    """The CBOR encoding of a float (see ``_float``)."""
+    out = bytearray()
+    _float(value, out)
+    return bytes(out)
 
 
 def _text(value: str) -> bytes:
@@ -300,6 +371,12 @@ def _label_bytes() -> dict[str, bytes]:
 
 
 _LABEL_BYTES: Final = _label_bytes()
+# label -> (its CBOR key, _STR/_NUM/_OTHER as _LABEL_KIND says, 1 for a value label)
+_LABEL_ENCODING: Final = {
+    name: (key, _STR if _LABEL_KIND.get(name) == "str" else
+           _NUM if _LABEL_KIND.get(name) == "num" else _OTHER, int(name in _VALUE_LABELS))
+    for name, key in _LABEL_BYTES.items()
+}
 
 
 def _loads_exact(data: bytes) -> Any:
@@ -425,6 +502,15 @@ def batchable(body: bytes) -> bool:
 def backlog_part(body: bytes) -> tuple[int, bytes] | None:
     """(record count, records marked historical) of a joinable pack, ready for
     ``assemble_pack``; None when ``body`` is not joinable (see ``batchable``)."""
+    out = bytearray()
+    count = append_backlog_part(body, out)
+    return None if count is None else (count, bytes(out))
+
+
+def append_backlog_part(body: bytes, out: bytearray) -> int | None:
+    """Append the records of the joinable pack ``body`` to ``out``, its first one marked
+    historical (one copy, straight into the message being built); returns how many records,
+    or None (``out`` untouched) when ``body`` is not joinable (see ``batchable``)."""
     try:
         count, pairs, _, labels = _split(body)
         if body[labels] != _KEY_BN:
@@ -434,26 +520,31 @@ def backlog_part(body: bytes) -> tuple[int, bytes] | None:
             return None
     except (SenMLError, IndexError):
         return None
+    _head(5, pairs + 1, out)
+    out += _HIST_ENTRY
+    out += memoryview(body)[labels:]
+    return count
+
+
+def finish_pack(count: int, records: bytes | bytearray) -> bytes:
+    """The pack of ``count`` records already encoded back to back in ``records``."""
+    if count == 0:
+        raise SenMLError("a SenML pack has at least one record")
+    if count > MAX_PACK_RECORDS:
+        raise SenMLError(f"a pack of {count} records is more than {MAX_PACK_RECORDS}")
     head = bytearray()
-    _head(5, pairs + 1, head)
-    return count, bytes(head) + _HIST_ENTRY + body[labels:]
+    _head(4, count, head)
+    return bytes(head) + records
 
 
 def assemble_pack(parts: Iterable[tuple[int, bytes]]) -> bytes:
     """One pack from ``backlog_part`` results, in the order given."""
     total = 0
-    chunks = []
-    for count, records in parts:
+    records = bytearray()
+    for count, part in parts:
         total += count
-        chunks.append(records)
-    if total == 0:
-        raise SenMLError("a SenML pack has at least one record")
-    if total > MAX_PACK_RECORDS:
-        raise SenMLError(f"a pack of {total} records is more than {MAX_PACK_RECORDS}")
-    out = bytearray()
-    _head(4, total, out)
-    chunks.insert(0, bytes(out))
-    return b"".join(chunks)
+        records += part
+    return finish_pack(total, records)
 
 
 def join_packs(bodies: Iterable[bytes]) -> bytes:
