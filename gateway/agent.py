@@ -90,6 +90,13 @@ class Agent:
         # readings, received_at) for every accepted uplink, tick() on a timer, and the
         # gateway-local rules_pause/rules_resume. None: no rules.
         self.rules: Any | None = None
+        if config.rules.watering:
+            from gateway.rules.watering import WateringRules
+
+            self.rules = WateringRules(
+                config.rules.watering, config.groups, self.store, config.gateway.id,
+                self.counters, submit=self.dispatcher.submit,
+                clock=getattr(self.frontend, "now", time.time))
         self.started = asyncio.Event()
         # Held while a group is checked and committed, so a registry reload never lands between
         # the network side's checks and the commit of what they accepted.
@@ -110,6 +117,8 @@ class Agent:
         try:
             config = load_config(source)
             self.intake.reload(config)
+            if self.rules is not None:
+                self.rules.reload(config.rules.watering, config.groups)
         except (ConfigError, KeyFileError, OSError, ValueError) as exc:
             log.error("SIGHUP: command keys and groups not reloaded: %s", exc)
             return False
@@ -181,6 +190,10 @@ class Agent:
                     self.counters["retention_dropped"] += dropped
                     log.warning("retention dropped %d routine records (age %d, size %d)",
                                 dropped, result.dropped_by_age, result.dropped_by_count)
+            try:  # command ids past their exp (plus skew) can no longer be replayed
+                await asyncio.to_thread(self.store.prune_command_ids, self.intake.clock())
+            except Exception as exc:  # noqa: BLE001 - the ids stay until the next round
+                log.error("pruning expired command ids failed: %s", exc)
             await asyncio.sleep(RETENTION_EVERY_S)
 
     async def _rules_timer(self) -> None:
