@@ -23,6 +23,11 @@ _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*")
 AIX_AREA_HA = 18_600.0  # Aix-en-Provence's network covers about 18,600 ha
 
 
+def _digits(text: str) -> bool:
+    """Only ASCII digits ("²" and other Unicode digits are not numbers to int())."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_duration(text: str) -> float:
     """Seconds from "900", "90s", "15min", "15m", "1.5h", "2d" or "500ms" (argparse type)."""
     m = _DURATION.fullmatch(text.lower())
@@ -50,9 +55,37 @@ def _host_port(text: str) -> tuple[str, int]:
     """"HOST:PORT" (IPv6 as [::1]:1700) (argparse type)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not _digits(port) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:1700")
     return host, int(port)
+
+
+def _number(text: str, *, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a {'positive' if positive else 'finite'} number")
+    return value
+
+
+def _positive(text: str) -> float:
+    """A finite number above zero (argparse type)."""
+    return _number(text, positive=True)
+
+
+def _finite(text: str) -> float:
+    """A finite number (argparse type)."""
+    return _number(text, positive=False)
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    if not _digits(text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 0 or more")
+    return int(text)
 
 
 def _eui(text: str) -> str:
@@ -77,13 +110,13 @@ def parse_nodes(text: str) -> dict[str, int]:
     from sim.planning import ROLES, split_mix
 
     text = text.strip()
-    if text.isdigit():
+    if _digits(text):
         return split_mix(int(text))
     counts: dict[str, int] = {}
     for part in text.split(","):
         role, sep, n = part.partition("=")
         role = role.strip()
-        if not sep or role not in ROLES or not n.strip().isdigit():
+        if not sep or role not in ROLES or not _digits(n.strip()):
             raise argparse.ArgumentTypeError(
                 f"{text!r}: expected a number of nodes (1500) or counts per role "
                 f"(air=400,lighting=500; roles: {', '.join(ROLES)})")
@@ -111,12 +144,15 @@ def _plan_config(args: argparse.Namespace) -> Any:
         except (OSError, UnicodeDecodeError) as exc:
             raise _usage_error(f"--positions {path}: cannot read it: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
+        if args.nodes is not None:
+            raise _usage_error("--nodes and --positions: the positions file lists the nodes "
+                               "(give a role column for their roles)")
         sites, grid = sites_from_csv(text, str(path))
         radius = max(math.hypot(*s.position) for s in sites) or 1000.0
     else:
         radius = (args.radius_m if args.radius_m is not None
                   else math.sqrt(args.area_ha * 1e4 / math.pi))
-        sites = disc_sites(args.nodes, radius, args.seed)
+        sites = disc_sites(args.nodes or parse_nodes("1500"), radius, args.seed)
     if args.gateway:
         gateways = [grid.to_xy(*g) if grid is not None else g for g in args.gateway]
     else:
@@ -230,6 +266,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     """Make (or load) simulated ABP nodes, then send their frames to a gateway over Semtech UDP."""
     from gateway.registry import RegistryError, read_registry, write_registry
     from sim.feed import FeedError, FeedReport, new_nodes, run_feed
+    from sim.planning import PlanError
 
     if args.registry_only and args.forward:
         raise _usage_error("--registry-only writes the file and stops: drop --forward")
@@ -255,7 +292,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         else:
             registry = Path(args.registry)
             entries = list(read_registry(registry).entries)
-    except (RegistryError, FeedError) as exc:
+    except (RegistryError, FeedError, PlanError) as exc:
         raise _usage_error(str(exc)) from None
 
     def show(src: Any, tx: Any) -> None:
@@ -321,18 +358,19 @@ def add_parsers(sub: Any) -> None:
                      description="Simulate thousands of nodes on the LoRa channel model in "
                      "virtual time and report the packet delivery ratio.",
                      epilog=_PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=parse_nodes, default=parse_nodes("1500"), metavar="N|ROLE=N,...",
-                   help="total (shared air/noise/soil/lighting 2:2:2:3) or counts per role")
+    p.add_argument("--nodes", type=parse_nodes, default=None, metavar="N|ROLE=N,...",
+                   help="total (shared air/noise/soil/lighting 2:2:2:3; default 1500) or "
+                   "counts per role")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--area-ha", type=float, default=AIX_AREA_HA,
+    where.add_argument("--area-ha", type=_positive, default=AIX_AREA_HA,
                        help="area covered, hectares (nodes spread uniformly over a disc)")
-    where.add_argument("--radius-m", type=float, default=None, help="radius of that disc, m")
+    where.add_argument("--radius-m", type=_positive, default=None, help="radius of that disc, m")
     where.add_argument("--positions", metavar="CSV",
                        help="node positions: header x_m,y_m or latitude,longitude [,role,name]")
     gws = p.add_mutually_exclusive_group()
     gws.add_argument("--gateway", type=_pair, action="append", metavar="X,Y",
                      help="a gateway's position (metres, or LAT,LON with a degrees CSV); repeat")
-    gws.add_argument("--gateways", type=int, default=1, metavar="N",
+    gws.add_argument("--gateways", type=_count, default=1, metavar="N",
                      help="place N gateways: 1 at the centre, more on a ring (default 1)")
     p.add_argument("--interval", type=parse_duration, default=900.0,
                    help="reporting interval per node (default 15min)")
@@ -340,26 +378,26 @@ def add_parsers(sub: Any) -> None:
                    help="virtual time to simulate (default 1h)")
     p.add_argument("--sf", choices=["adr", "7", "8", "9", "10", "11", "12"], default="adr",
                    help="fixed SF, or adr: fastest SF keeping --adr-margin at the best gateway")
-    p.add_argument("--adr-margin", type=float, default=10.0, metavar="DB",
+    p.add_argument("--adr-margin", type=_finite, default=10.0, metavar="DB",
                    help="installation margin of the SF choice (default 10 dB, as gateway ADR)")
     p.add_argument("--channels", type=int, choices=[3, 8], default=3,
                    help="EU868 uplink channels: the 3 default ones or the usual 8")
     p.add_argument("--traffic", choices=["periodic", "poisson"], default="periodic",
                    help="periodic with the firmware's +-5 %% jitter (default), or Poisson")
-    p.add_argument("--tx-power", type=float, default=14.0, metavar="DBM",
+    p.add_argument("--tx-power", type=_finite, default=14.0, metavar="DBM",
                    help="node transmit power (default 14 dBm)")
-    p.add_argument("--path-loss-exponent", type=float, default=2.9, metavar="N",
+    p.add_argument("--path-loss-exponent", type=_finite, default=2.9, metavar="N",
                    help="log-distance exponent (default 2.9, urban)")
-    p.add_argument("--shadowing", type=float, default=0.0, metavar="DB",
+    p.add_argument("--shadowing", type=_finite, default=0.0, metavar="DB",
                    help="log-normal shadowing sigma per link (default 0; 4-8 dB in towns)")
-    p.add_argument("--gateway-gain", type=float, default=0.0, metavar="DBI",
+    p.add_argument("--gateway-gain", type=_finite, default=0.0, metavar="DBI",
                    help="gateway antenna gain (default 0 dBi)")
     p.add_argument("--no-capture", action="store_true",
                    help="no capture effect: any overlap on the same channel and SF is a loss")
     p.add_argument("--seed", type=int, default=0, help="same seed, same result")
     p.add_argument("--target-pdr", type=_fraction, default=0.95,
                    help="overall delivery ratio to reach (default 0.95): sets the exit status")
-    p.add_argument("--worst", type=int, default=10, metavar="N",
+    p.add_argument("--worst", type=_count, default=10, metavar="N",
                    help="list the N worst-served nodes (default 10, 0 for none)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of tables")
     p.set_defaults(func=cmd_plan)
@@ -379,10 +417,10 @@ def add_parsers(sub: Any) -> None:
     f.add_argument("--registry-only", action="store_true",
                    help="with --registry-out: write the file and stop")
     f.add_argument("--force", action="store_true", help="overwrite an existing --registry-out")
-    f.add_argument("--nodes", type=int, default=10, help="new nodes to make (default 10)")
+    f.add_argument("--nodes", type=_count, default=10, help="new nodes to make (default 10)")
     f.add_argument("--interval", type=parse_duration, default=60.0,
                    help="reporting interval per node, virtual (default 60s)")
-    f.add_argument("--speed", type=float, default=1.0,
+    f.add_argument("--speed", type=_positive, default=1.0,
                    help="virtual seconds per real second (default 1: real time)")
     f.add_argument("--duration", type=parse_duration, default=None,
                    help="stop after this much virtual time (default: until Ctrl-C)")
@@ -390,7 +428,7 @@ def add_parsers(sub: Any) -> None:
                    help="uplink channels (default the 3 an ABP node knows)")
     f.add_argument("--centre", type=_pair, default=(43.5297, 5.4474), metavar="LAT,LON",
                    help="where the simulated concentrator stands (default Aix-en-Provence)")
-    f.add_argument("--radius-m", type=float, default=2000.0,
+    f.add_argument("--radius-m", type=_positive, default=2000.0,
                    help="new nodes stand within this distance of it (default 2000 m)")
     f.add_argument("--gateway-eui", type=_eui, default="aa555a00000000f1",
                    help="the simulated packet forwarder's gateway EUI")

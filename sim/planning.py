@@ -46,7 +46,7 @@ from sim.clock import VirtualClock
 ROLES = ("air", "noise", "soil", "lighting")
 SPREADING_FACTORS = (7, 8, 9, 10, 11, 12)
 BW_HZ = 125_000
-DEFAULT_TX_POWER_DBM = 14.0  # EU868 default max EIRP 16 dBm minus a 2 dBi node antenna
+DEFAULT_TX_POWER_DBM = 14.0  # the node config's default radio.tx_power_dbm (firmware/config.py)
 INTERVAL_JITTER = 0.05  # the firmware's +-5 % on the reporting interval (firmware/app.py)
 CHANNEL_PLANS: dict[int, tuple[int, ...]] = {
     3: tuple(EU868_UPLINK_CHANNELS_HZ),

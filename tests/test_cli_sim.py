@@ -108,9 +108,14 @@ def test_plan_frames_are_real_lorawan_frames_of_the_codec_payload() -> None:
         assert frame.fport == fport and len(phy) == 13 + len(payload)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=300))
-def test_positions_csv_is_parsed_or_refused_with_a_plan_error(text: str) -> None:
+_CSV_HEADERS = st.sampled_from(["", "x_m,y_m\n", "x_m,y_m,role,name\n",
+                                 "latitude,longitude,role\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CSV_HEADERS, st.text(max_size=300))
+def test_positions_csv_is_parsed_or_refused_with_a_plan_error(header: str, body: str) -> None:
+    text = header + body
     try:
         sites, _grid = sites_from_csv(text, "nodes.csv")
     except PlanError as exc:
@@ -181,6 +186,7 @@ def test_cli_plan_reads_a_positions_file_and_gateways_in_degrees(tmp_path: Path,
     (["--positions", "missing.csv"], "cannot read it"),
     (["--positions", "{bad}"], "line 3: role 'lamp'"),
     (["--nodes", "0"], "no nodes to simulate"),
+    (["--positions", "{bad}", "--nodes", "5"], "the positions file lists the nodes"),
     (["--gateways", "0"], "expected at least 1"),
     (["--path-loss-exponent", "-1"], "path loss exponent"),
 ])
@@ -194,11 +200,20 @@ def test_cli_plan_refuses_bad_input_with_one_line_and_status_2(
     assert rc == 2 and message in err and err.count("\n") == 1
 
 
-def test_cli_plan_rejects_malformed_durations_at_parse_time(capsys) -> None:
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--interval", "15 fortnights"], "expected a duration"),
+    (["--area-ha", "-5"], "expected a positive number"),
+    (["--radius-m", "nan"], "expected a positive number"),
+    (["--gateway", "1,2,3"], "expected two numbers"),
+    (["--target-pdr", "95"], "expected a fraction"),
+    (["--worst", "-1"], "expected a whole number"),
+])
+def test_cli_plan_rejects_malformed_arguments_at_parse_time(
+        capsys, argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["sim", "plan", "--interval", "15 fortnights"])
+        main(["sim", "plan", *argv])
     assert exit_info.value.code == 2
-    assert "expected a duration" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 # -- feeding a real gateway -------------------------------------------------------------------------
