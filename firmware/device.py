@@ -58,6 +58,7 @@ class EndDevice:
         self.last_rssi = 0
         self.last_snr = 0
         self.dropped = 0  # downlinks refused: not ours, bad MIC, replayed counter
+        self.on_frame = None  # called for every downlink accepted (the network is reachable)
         self.adr = adr  # the network may steer data rate and power (FCtrl.ADR)
         self.adr_ack_cnt = 0  # uplinks since the last downlink (kept across deep sleep by app)
         self._rxc = False  # the radio is in Class C continuous reception
@@ -282,6 +283,8 @@ class EndDevice:
             return False, False
         self.state.set_fcnt_down(fcnt + 1)
         self.adr_ack_cnt = 0
+        if self.on_frame is not None:
+            self.on_frame()
         self.sticky = b""  # a downlink came: the network has our sticky answers
         confirmed = f.mtype == lorawan.MTYPE_CONFIRMED_DOWN
         if confirmed:
