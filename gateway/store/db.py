@@ -51,6 +51,7 @@ __all__ = ["Store"]
 log = logging.getLogger("cityedge.store")
 
 RETENTION_CHUNK: Final = 5_000
+CACHE_KIB: Final = 1024
 _DEVICE_COLUMNS: Final = (
     "dev_eui", "dev_addr", "role", "name", "nwk_s_key", "app_s_key", "app_key", "fcnt_up",
     "fcnt_down", "dev_class", "latitude", "longitude", "location", "asset_id", "created_at",
@@ -213,6 +214,9 @@ class Store(CommandStoreMixin, RuleStoreMixin):
                 raise StoreError(f"{file}: cannot switch to WAL mode (got {mode!r}); "
                                  "is it on a network filesystem?")
             conn.execute("PRAGMA synchronous=FULL")
+            # 1 MiB of page cache (SQLite's default is ~2 MiB): the queue is written and read
+            # once per record, so the OS page cache serves it as well; a Pi keeps the RAM.
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if max_bytes is not None:
                 page_size = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count={max(2, int(max_bytes) // page_size)}")

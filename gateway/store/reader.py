@@ -27,7 +27,11 @@ from typing import Final
 from gateway.store.model import StoredRecord, StoreError
 from gateway.store.schema import RECORD_COLUMNS
 
-__all__ = ["BacklogReader", "Plan"]
+__all__ = ["BacklogReader", "Plan", "Row"]
+
+Row = tuple[int, str, str, str, int, float, bytes]
+"""A records row in ``RECORD_COLUMNS`` order: seq, rid, dev_eui, kind, priority, created_at,
+body."""
 
 FETCH_CHUNK: Final = 20_000  # seqs per body query
 _SEQ32_ROOM: Final = 1 << 31  # 4-byte seqs below this (room above for commits meanwhile)
@@ -40,7 +44,8 @@ class Plan:
     Compact on purpose (a plan spans 262,144 records of up to 10,000 devices): one flat array
     of seqs (4 bytes each while they fit, else 8), each group's run consecutive and in seq
     order, and the offset where each run starts; no per-device Python objects (those cost
-    ~10 MB per plan).
+    ~10 MB per plan). ``seqs`` is the reader's reusable buffer (only its first ``rows`` count):
+    a plan is valid until the same reader makes the next one.
     """
 
     __slots__ = ("last_seq", "rows", "seqs", "starts")
@@ -55,7 +60,7 @@ class Plan:
         """Each group's seqs (a copy of its run), group after group."""
         seqs, starts = self.seqs, self.starts
         for i, start in enumerate(starts):
-            end = starts[i + 1] if i + 1 < len(starts) else len(seqs)
+            end = starts[i + 1] if i + 1 < len(starts) else self.rows
             yield seqs[start:end]
 
     @property
@@ -73,6 +78,7 @@ class BacklogReader:
             self._conn: sqlite3.Connection | None = sqlite3.connect(
                 self.path, timeout=10, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA query_only = 1")
+            self._seqs: array[int] | None = None
             # It reads each page once, in order: a small cache (which also bounds the plan's
             # sorter before it spills to a temporary file) keeps the drain's memory low.
             self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
@@ -107,7 +113,7 @@ class BacklogReader:
             (highest,) = conn.execute("SELECT max(seq) FROM records").fetchone()
             # 4 bytes a seq while seqs fit (~2 billion records), else 8
             typecode = "I" if highest is None or highest < _SEQ32_ROOM else "q"
-            seqs = plan.seqs = array(typecode, [0]) * max(0, limit)
+            seqs = plan.seqs = self._buffer(typecode, limit)
             starts = plan.starts
             cursor = conn.execute(
                 "SELECT seq, kind, dev_eui FROM (SELECT seq, kind, dev_eui FROM records "
@@ -120,14 +126,22 @@ class BacklogReader:
                     previous = (kind, dev_eui)
                 seqs[rows] = seq
                 rows += 1
-                if seq > last:
-                    last = seq
+                last = max(last, seq)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: planning the backlog: {exc}") from None
-        del seqs[rows:]
         plan.last_seq = last
         plan.rows = rows
         return plan
+
+    def _buffer(self, typecode: str, limit: int) -> array[int]:
+        """The seq array plans fill: allocated once at its full size and reused (a plan is
+        read before the next is made), so draining neither grows arrays nor fragments the
+        heap, and a short plan costs no large allocation."""
+        buffer = self._seqs
+        if buffer is None or buffer.typecode != typecode or len(buffer) < limit:
+            self._seqs = None  # the old one goes before the new one is allocated
+            buffer = self._seqs = array(typecode, [0]) * max(0, limit)
+        return buffer
 
     def pending(self, limit: int, after_seq: int = 0) -> list[StoredRecord]:
         """Up to ``limit`` records with seq > ``after_seq`` in seq order (as ``Store.pending``,
@@ -143,7 +157,12 @@ class BacklogReader:
 
     def fetch(self, seqs: Sequence[int]) -> dict[int, StoredRecord]:
         """The records still stored among ``seqs`` (retention may have dropped some), by seq."""
-        out: dict[int, StoredRecord] = {}
+        return {seq: StoredRecord(*row) for seq, row in self.fetch_rows(seqs).items()}
+
+    def fetch_rows(self, seqs: Sequence[int]) -> dict[int, Row]:
+        """As ``fetch``, but the plain rows (``RECORD_COLUMNS`` order): the drain packs their
+        bodies and lets them go at once, keeping only what it needs after the broker's ack."""
+        out: dict[int, Row] = {}
         conn = self._db()
         try:
             for start in range(0, len(seqs), FETCH_CHUNK):
@@ -152,7 +171,7 @@ class BacklogReader:
                     f"SELECT {RECORD_COLUMNS} FROM records "
                     "WHERE seq IN (SELECT value FROM json_each(?))", (chunk,),
                 ):
-                    out[row[0]] = StoredRecord(*row)
+                    out[row[0]] = row
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: reading backlog records: {exc}") from None
         return out

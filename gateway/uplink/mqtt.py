@@ -18,8 +18,10 @@ MQTT v5 broker may refuse a message, e.g. 0x87 Not authorized, and the record mu
 deleted); a connection loss leaves pending publishes waiting for their timeout instead of
 failing at once; and every publish recounts all pending calls (quadratic in the window). The
 subclass waits on one future per message id, resolved from ``_on_publish``, and fails them all
-from the disconnect future. It relies on aiomqtt internals (``_client``, ``_loop``,
-``_disconnected``, ``_on_publish``, ``_on_connect``); the dependency is pinned to ``<3`` and the
+from the disconnect future. A plain successful PUBACK is also taken without paho's per-packet
+ReasonCode/Properties objects (``_fast_puback``). It relies on aiomqtt internals (``_client``,
+``_loop``, ``_disconnected``, ``_on_publish``, ``_on_connect``) and paho's (``_in_packet``,
+``_out_messages``, ``_do_on_publish``); aiomqtt is pinned to ``<3`` (and holds paho below 3); the
 broker tests exercise each of them.
 
 Deployment note: with Mosquitto, set ``set_tcp_nodelay true`` on the broker, or each window of
@@ -110,6 +112,34 @@ def status_payload(key: SigningKey, state: str, session: int, ts: int) -> bytes:
     return sign1(body, key, CONTENT_CBOR)
 
 
+_PUBACK_OK: Final = paho.ReasonCode(paho.PacketTypes.PUBACK, "Success")
+_NO_PROPERTIES: Final = paho.Properties(paho.PacketTypes.PUBACK)
+
+
+def _fast_puback(client: paho.Client) -> None:
+    """Let ``client`` take a plain successful PUBACK without building a ReasonCode and a
+    Properties object for it (most of paho's cost per acknowledged message).
+
+    Only a PUBACK that is just the packet id (MQTT v5 §3.4.2.1: reason code and properties
+    omitted when Success with none; always so in 3.1.1), or an explicit Success with no
+    properties, takes this path; anything else (a refusal, properties) goes paho's own way.
+    """
+    handle = client._handle_pubackcomp
+
+    def pubackcomp(cmd: Any) -> Any:
+        packet = client._in_packet["packet"]
+        if cmd != "PUBACK" or not (len(packet) == 2 or (len(packet) == 3 and packet[2] == 0)
+                                   or (len(packet) == 4 and packet[2] == 0 and packet[3] == 0)):
+            return handle(cmd)
+        mid = packet[0] << 8 | packet[1]
+        with client._out_message_mutex:
+            if mid in client._out_messages:
+                return client._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._handle_pubackcomp = pubackcomp  # type: ignore[method-assign]
+
+
 class _AckingClient(aiomqtt.Client):
     """aiomqtt.Client plus: PUBACK reason codes, prompt failure of every pending publish on
     disconnect, and the server's MQTT v5 Receive Maximum honoured (paho would exceed it).
@@ -124,6 +154,7 @@ class _AckingClient(aiomqtt.Client):
         self._acks: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self.server_receive_maximum: int | None = None
         self._window: asyncio.Semaphore | None = None
+        _fast_puback(self._client)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any = None) -> None:

@@ -303,7 +303,7 @@ def encode_pack(records: Iterable[Mapping[str, Any]], *, validate: bool = True) 
                     validate_pack(records)
                 encoded = floats.get(value)
                 if encoded is None:
-                    if value != value or value in _INFINITIES:
+                    if not math.isfinite(value):
                         if validate:
                             validate_pack(records)
                         _float(value, out)
@@ -340,7 +340,6 @@ _TEXTS_MAX: Final = 8192
 _FLOATS: dict[float, bytes] = {}  # float -> its CBOR encoding (zeros never: -0.0 == 0.0)
 _FLOATS_MAX: Final = 65536
 _NAMES: dict[str, None] = {}  # resolved names already found valid
-_INFINITIES: Final = (math.inf, -math.inf)
 _STR, _NUM, _OTHER = 0, 1, 2
 
 
