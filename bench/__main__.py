@@ -10,6 +10,7 @@ SUITES = (
     ("Gateway pipeline stages", "bench.gateway_pipeline"),
     ("Semtech UDP uplinks: front end alone and agent to broker PUBACK", "bench.semtech_udp"),
     ("Gateway end to end: throughput, latency, backlog drain, memory", "bench.gateway_e2e"),
+    ("Class C command: gateway processing latency, airtime aside", "bench.command_latency"),
     ("Node heap peak per role in the MicroPython VM (code in RAM and working heap)", "bench.node_heap"),
     ("Node compiled .mpy size per role (only the files the role's board runs)", "bench.node_size"),
     ("Node uplink bytes on air and time on air at SF7 and SF12", "bench.node_airtime"),

@@ -178,7 +178,7 @@ async def live_figures(tmp: Path, broker: Any) -> dict[str, Any]:
         datagrams = [push_data(n, [phy for phy, _ in uplinks[i:i + RXPK_PER_DATAGRAM]])
                      for n, i in enumerate(range(0, len(uplinks), RXPK_PER_DATAGRAM))]
         base_msgs, base_packs = forwarder.stats.messages, forwarder.stats.packs
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         sent = 0
         for datagram in datagrams:
             while sent - agent.counters["accepted"] > 4096:
@@ -190,6 +190,7 @@ async def live_figures(tmp: Path, broker: Any) -> dict[str, Any]:
             await asyncio.sleep(0.001)
         elapsed = time.perf_counter() - start
         out["throughput"] = len(uplinks) / elapsed
+        out["throughput_cpu_us"] = (time.process_time() - cpu0) / len(uplinks) * 1e6
         out["throughput_messages"] = forwarder.stats.messages - base_msgs
         out["throughput_packs"] = forwarder.stats.packs - base_packs
         out["rejected"] = sum(v for k, v in agent.counters.items() if k.startswith("rejected"))
@@ -200,7 +201,7 @@ async def live_figures(tmp: Path, broker: Any) -> dict[str, Any]:
         total = LATENCY_RATE * LATENCY_SECONDS
         uplinks = [next_uplink(aes, nodes[i % len(nodes)]) for i in range(total)]
         datagrams = [push_data(i, [phy]) for i, (phy, _) in enumerate(uplinks)]
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for i, datagram in enumerate(datagrams):
             due = start + i / LATENCY_RATE
             delay = due - time.perf_counter()
@@ -211,6 +212,7 @@ async def live_figures(tmp: Path, broker: Any) -> dict[str, Any]:
         deadline = time.perf_counter() + 30
         while len(acked_at) < total and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
+        out["latency_cpu_us"] = (time.process_time() - cpu0) / total * 1e6
         latencies = [(acked_at[rid] - t) * 1000 for rid, t in sent_at.items() if rid in acked_at]
         out["latency_n"] = len(latencies)
         out["latency_lost"] = total - len(latencies)
@@ -298,11 +300,12 @@ async def child(config_json: str) -> None:
     await asyncio.to_thread(sys.stdin.readline)  # the parent started the broker
     while not forwarder.stats.connected:
         await asyncio.sleep(0.001)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     while forwarder.stats.published < buffered:
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"drained": forwarder.stats.published, "seconds": elapsed,
+    cpu = time.process_time() - cpu0
+    print(json.dumps({"drained": forwarder.stats.published, "seconds": elapsed, "cpu_s": cpu,
                       "messages": forwarder.stats.messages, "hwm_mb": _status("VmHWM"),
                       "rss_after_mb": _status("VmRSS")}), flush=True)
     task.cancel()
@@ -389,6 +392,11 @@ def main() -> None:
             live = asyncio.run(live_figures(tmp, broker))
             backlog = backlog_figures(tmp, broker)
     print_table(("figure (agent on one core)", "measured", "target", ""), rows(live, backlog))
+    print(f"\nagent CPU time (all its threads) per uplink: {live['throughput_cpu_us']:.0f} µs "
+          f"at full rate (with the in-process sender), {live['latency_cpu_us']:.0f} µs at "
+          f"{LATENCY_RATE:,} uplinks/s, {backlog['cpu_s'] / backlog['drained'] * 1e6:.1f} µs "
+          f"per drained record ({backlog['cpu_s']:.1f} s CPU for the backlog, i.e. "
+          f"{backlog['drained'] / backlog['cpu_s']:,.0f} records per CPU-second)")
     print(f"\n(backlog of {backlog['buffered']:,} records built in {backlog['build_s']:.0f} s; "
           f"{os.cpu_count()} CPUs on this machine, shared with the broker and the load "
           f"generator; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "

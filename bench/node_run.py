@@ -9,8 +9,11 @@ windows close empty, as most of them do in the field).
 
 What is measured, all in virtual time or from the VM's heap probe (nothing from the wall clock):
 per boot the live heap peak and the awake time; the SX1276's time in each mode (from the register
-model's mode changes); the SPS30 fan time, the soil probe's powered time, the valve pulses; every
-uplink's PHYPayload size and time on air.
+model's mode changes); the SPS30 fan time, the soil probe's powered time, the valve pulses and
+open spans; every uplink's PHYPayload size and time on air. Besides, per boot, the host CPU time
+of the program's Python (``Boot.program_cpu_us``, scaled to an ESP32 by bench.node_cpu) and, per
+module, what an import costs before and after the first line of its body (heap and CPU:
+:func:`measure_import_split`, the frozen-firmware estimate of bench.node_heap and bench.energy).
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ class NodeRun:
     compiled: CompileReport
     sensor_on_us: dict[str, int] = field(default_factory=dict)  # chip -> time powered/active
     valve_pulses_us: list[int] = field(default_factory=list)  # each pulse's length
+    valve_pulse_starts_us: list[int] = field(default_factory=list)  # and its start
+    valve_open_us: list[tuple[int, int]] = field(default_factory=list)  # (opened, closed) spans
     console: str = ""
 
 
@@ -185,17 +190,26 @@ def build_flash(role: str, flash: Path, interval_s: int = INTERVAL_S, sf: int = 
     return report
 
 
+def command_frame(index: int, cmd: dict[str, Any], fcnt_down: int = 0) -> bytes:
+    """A downlink of the bench session ``index`` carrying ``cmd`` on FPort 40."""
+    return lorawan.build_data_frame(
+        lorawan.default_aes(), lorawan.MTYPE_UNCONFIRMED_DOWN, 0x260B0000 + index, fcnt_down,
+        codec.COMMAND_FPORT, codec.encode_command(cmd), NWK_S_KEY, APP_S_KEY)
+
+
 def reboot_frame(index: int) -> bytes:
     """The first downlink of the bench session ``index``: a reboot command on FPort 40."""
-    return lorawan.build_data_frame(
-        lorawan.default_aes(), lorawan.MTYPE_UNCONFIRMED_DOWN, 0x260B0000 + index, 0,
-        codec.COMMAND_FPORT, codec.encode_command({"cmd": "reboot", "seq": 1}),
-        NWK_S_KEY, APP_S_KEY)
+    return command_frame(index, {"cmd": "reboot", "seq": 1})
 
 
 def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int = 7,
-             workdir: Path | None = None) -> NodeRun:
-    """Boot a node of ``role`` and run it through ``cycles`` reporting cycles (boots for Class A)."""
+             workdir: Path | None = None,
+             commands: dict[int, dict[str, Any]] | None = None) -> NodeRun:
+    """Boot a node of ``role`` and run it through ``cycles`` reporting cycles (boots for Class A).
+
+    ``commands`` maps n to a command sent in RX1 of the node's n-th reading uplink (1-based),
+    as a network server answers a Class A device.
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     tmp = Path(tempfile.mkdtemp(prefix=f"cityedge-bench-{role}-", dir=workdir))
@@ -207,11 +221,19 @@ def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int =
         channel = RadioChannel(clock, seed=1)
         env = Environment(seed=1)
         heard: list[Uplink] = []
+        data_ports = {"air": 10, "noise": 11, "soil": 12, "lighting": 13}
+        todo = dict(commands or {})
 
         def on_uplink(pkt: RxPacket) -> None:
             if pkt.crc_ok and pkt.payload:
                 heard.append(Uplink(pkt.tmst_us, len(pkt.payload), _fport(pkt.payload), pkt.sf,
                                     pkt.time_on_air_us, pkt.payload[5] & 0x0F))
+                n = sum(1 for u in heard if u.fport == data_ports[role])
+                if heard[-1].fport == data_ports[role] and n in todo:
+                    sent = len(commands or {}) - len(todo)
+                    gateway.send_at(pkt.tmst_us + region.RECEIVE_DELAY1_S * 1_000_000,
+                                    pkt.freq_hz, pkt.sf, 125,
+                                    command_frame(ROLES.index(role) + 1, todo.pop(n), sent))
 
         gateway = Concentrator(clock, channel, on_uplink=on_uplink, name="bench-gateway")
         spi_id, _sck, _mosi, _miso, cs, reset, dio0, i2c_id, _sda, _scl, adc, div = pin_map(BOARD)
@@ -255,7 +277,6 @@ def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int =
         rebooting = False
         try:
             limit = clock.now_us() + (cycles + 1) * interval_s * 1_000_000
-            data_ports = {"air": 10, "noise": 11, "soil": 12, "lighting": 13}
             while clock.now_us() < limit:
                 clock.run(until_us=clock.now_us() + 10_000_000)
                 if WDT_RESET in board.reset_causes:
@@ -286,18 +307,43 @@ def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int =
             sensor_on["sps30_fan"] = sps30.fan_on_us
         if role == "soil":
             sensor_on["seesaw"] = probe_on["on_us"]
-        pulses = [p.length_us for p in valve.pulses] if valve is not None else []
+        pulses = valve.pulses if valve is not None else []
+        spans: list[tuple[int, int]] = []
+        for p in pulses:
+            if p.moved and p.direction == "open":
+                spans.append((p.start_us, -1))
+            elif p.moved and spans and spans[-1][1] < 0:
+                spans[-1] = (spans[-1][0], p.start_us)
         totals = radio.flush()
         return NodeRun(role, list(board.history), heard, totals, radio.segments, clock.now_us(), report,
-                       sensor_on, pulses, board.output)
+                       sensor_on, [p.length_us for p in pulses], [p.start_us for p in pulses],
+                       spans, board.output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 @cache
 def measured(role: str) -> NodeRun:
-    """One run per role and process, shared by the heap and energy benchmarks."""
-    return run_node(role)
+    """One run per role and process, shared by the heap and energy benchmarks (VM compiled
+    before it runs, so that ``Boot.program_cpu_us`` means something: bench.node_cpu)."""
+    from bench.node_cpu import eager_vm
+
+    with eager_vm():
+        return run_node(role)
+
+
+WATERING_S = 600  # the bench's watering: valve_open for 10 min, shorter than the 15 min pause
+WATERING_AFTER = 2  # sent in RX1 of the 2nd reading (the first wake from deep sleep)
+
+
+@cache
+def measured_watering(seconds: int = WATERING_S) -> NodeRun:
+    """A soil node run like :func:`measured` ("soil"), with one ``valve_open`` of ``seconds``."""
+    from bench.node_cpu import eager_vm
+
+    with eager_vm():
+        return run_node("soil", commands={WATERING_AFTER: {"cmd": "valve_open", "seq": 7,
+                                                           "seconds": seconds}})
 
 
 def radio_between(run: NodeRun, t0_us: int, t1_us: int) -> RadioTimes:
@@ -361,3 +407,151 @@ def measure_code_heap(role: str, workdir: Path | None = None,
 def code_heap(role: str) -> CodeHeap:
     """:func:`measure_code_heap`, once per role and process."""
     return measure_code_heap(role)
+
+
+@dataclass
+class ModuleCost:
+    """What importing one module costs, split at the first line of its body.
+
+    ``load``: from the import statement to the body's first line: reading the .mpy, its bytecode,
+    constants and new names copied into the heap; frozen into the firmware, all of it stays in
+    flash (the module object and its dict, also made here, are a few dozen bytes). ``run``: the
+    body itself: the module's globals, function, class and other objects it creates, in RAM
+    whether the module is frozen or not.
+    """
+
+    module: str
+    load_heap: int
+    run_heap: int
+    load_cpu_us: int  # host CPU in the VM (bench.node_cpu scales it to a board)
+    run_cpu_us: int
+
+
+MARK = "_cityedge_mark(__name__)\n"  # first and last line of every module (measure_import_split)
+
+
+def import_order(role: str) -> list[str]:
+    """The role's modules (dotted), each after the modules it imports, so that most imports
+    load one module (a package's ``__init__`` still loads the submodules it imports)."""
+    from sim.mpy import module_imports, role_sources
+
+    files = [p for p in role_sources(role) if p.as_posix() != "firmware/main.py"]
+    known = set(files)
+    order: list[Path] = []
+    seen: set[Path] = set()
+
+    def visit(rel: Path) -> None:
+        if rel in seen:
+            return
+        seen.add(rel)
+        for dep in module_imports(REPO, rel):
+            if dep in known:
+                visit(dep)
+        order.append(rel)
+
+    for rel in files:
+        visit(rel)
+    return [_dotted(p) for p in order]
+
+
+def _split(events: list[tuple[int, int, int, int]]) -> dict[int, list[int]]:
+    """Per module index: [load heap, run heap, load cpu, run cpu] from the mark events.
+
+    Events are (kind, module index, heap, cpu) with kind 0 = before an import statement of the
+    probe, 1 = a module's first line, 2 = its last line. A module's load is from the event
+    before its first line to that line; its run is first to last line minus the modules it
+    loaded in between (the few bytecodes of the importing module's own between two nested
+    imports count as the nested module's load: a small overestimate of what freezing saves).
+    """
+    out: dict[int, list[int]] = {}
+    stack: list[tuple[int, int, int]] = []  # (module, heap at first line, cpu at first line)
+    prev = None
+    for kind, mod, heap, cpu in events:
+        if kind == 1:
+            assert prev is not None
+            out[mod] = [heap - prev[2], 0, cpu - prev[3], 0]
+            stack.append((mod, heap, cpu))
+        elif kind == 2:
+            m, h0, c0 = stack.pop()
+            assert m == mod, "mark events out of order"
+            out[m][1] += heap - h0
+            out[m][3] += cpu - c0
+            if stack:  # the parent's run excludes what this module cost
+                parent = out[stack[-1][0]]
+                parent[1] -= (heap - h0) + out[m][0]
+                parent[3] -= (cpu - c0) + out[m][2]
+        prev = (kind, mod, heap, cpu)
+    return out
+
+
+def measure_import_split(role: str, workdir: Path | None = None) -> list[ModuleCost]:
+    """Import the role's modules (:func:`import_order`) in a fresh VM, from .mpy files compiled
+    from their sources with :data:`MARK` as first and last line, and split every module's heap
+    and CPU at its first line: what freezing saves (load) and what it does not (run)."""
+    from sim.mpy import compile_file, role_sources
+    from sim.vm.board import run_snippet
+
+    mods = import_order(role)
+    tmp = Path(tempfile.mkdtemp(prefix=f"cityedge-split-{role}-", dir=workdir))
+    try:
+        for rel in role_sources(role):
+            if rel.as_posix() == "firmware/main.py":
+                continue
+            src = tmp / "src" / rel
+            src.parent.mkdir(parents=True, exist_ok=True)
+            src.write_text(MARK + (REPO / rel).read_text() + "\n" + MARK)
+            done = compile_file(src, tmp / "mpy" / rel.with_suffix(".mpy"), rel.as_posix())
+            if not done.ok:
+                raise RuntimeError(f"{rel}: {done.error}")
+        size = 4 * (3 * len(mods) + 4)
+        code = (
+            "import _hw, builtins, array\n"
+            f"MODS = {mods!r}\n"
+            f"E = array.array('i', [0] * {size})\n"
+            "n = [0, {}]\n"  # [events so far, first-line marks seen by module]
+            "def event(kind, mod):\n"
+            "    i = 4 * n[0]\n"
+            "    E[i] = kind\n"
+            "    E[i + 1] = mod\n"
+            "    E[i + 2] = _hw.heap()['live']\n"
+            "    E[i + 3] = _hw.cpu_us()[0]\n"
+            "    n[0] += 1\n"
+            "first = set()\n"
+            "def _mark(name):\n"
+            "    k = MODS.index(name)\n"
+            "    if k in first:\n"
+            "        event(2, k)\n"
+            "    else:\n"
+            "        first.add(k)\n"
+            "        event(1, k)\n"
+            "builtins._cityedge_mark = _mark\n"
+            "for i in range(len(MODS)):\n"
+            "    if i not in first:\n"
+            "        event(0, i)\n"
+            "        __import__(MODS[i])\n"
+            "print('EVENTS', n[0], list(E))\n"
+        )
+        out = run_snippet(code, mounts=[(tmp / "mpy" / p, f"/_repo/{p}")
+                                        for p in ("drivers", "firmware", "protocol")
+                                        if (tmp / "mpy" / p).is_dir()],
+                          sys_path=["/_repo"], heap_bytes=256 * 1024)
+        line = next(ln for ln in out.splitlines() if ln.startswith("EVENTS "))
+        count, rest = line[len("EVENTS "):].split(" ", 1)
+        flat = [int(x) for x in rest.strip("[]").split(",")]
+        events = [tuple(flat[4 * i:4 * i + 4]) for i in range(int(count))]
+        split = _split(events)  # type: ignore[arg-type]
+        missing = [m for i, m in enumerate(mods) if i not in split]
+        if missing:
+            raise RuntimeError(f"modules never imported: {missing}")
+        return [ModuleCost(m, *split[i]) for i, m in enumerate(mods)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@cache
+def import_split(role: str) -> tuple[ModuleCost, ...]:
+    """:func:`measure_import_split`, once per role and process (VM compiled before it runs)."""
+    from bench.node_cpu import eager_vm
+
+    with eager_vm():
+        return tuple(measure_import_split(role))

@@ -2,6 +2,8 @@
 
 Battery roles (Class A) deep-sleep between cycles: the board resets on wake, and the counters,
 duty-cycle state and uptime come back from RTC memory (flash after a power cut, see state.py).
+A role deadline before the next cycle (``poll()``: a soil valve's closing) ends the deep sleep
+early when the role allows it (``may_deep_sleep()``), else the node light-sleeps until then.
 Mains roles (Class C) stay awake and alternate ``role.poll()`` with continuous reception on the
 RX2 parameters. A ``machine.WDT`` guards every role: it is fed in every wait of the loop, so a role
 or driver that hangs resets the board.
@@ -135,6 +137,7 @@ class Node:
             self.radio, self.state, self.dc, self.now, self.wait, cfg.tx_power_dbm,
             battery=lambda: battery_level(self.hw.battery_mv(), mains), log=_log, adr=cfg.adr)
         self.device.adr_ack_cnt = adr_cnt
+        self.device.on_frame = getattr(self.role, "downlink_seen", None)  # lighting: fallback
         self.radio.sleep()  # until the first transmission (1.6 mA in standby over a warm-up)
         self.acks = []  # (seq, result) to send on FPort 30
         self.reboot = False
@@ -341,17 +344,25 @@ def main(machine=None):
     boot = getattr(node.role, "boot", None)
     if boot is not None:
         boot(node.reset_cause)
+    poll = getattr(node.role, "poll", None)
+    due = poll and node.reset_cause == machine.DEEPSLEEP_RESET and poll()
+    if due and due <= 1000:  # woken just ahead of a role's deadline (below): meet it, then cycle
+        node.idle(due)
     node.activate()
     if node.reset_cause != machine.DEEPSLEEP_RESET:
         node.health()
         node.send_acks()
-    poll = getattr(node.role, "poll", None)
+    deep_ok = getattr(node.role, "may_deep_sleep", None)
     while True:
         node.cycle()
         pause = node.pause_ms()
-        busy = poll() if poll is not None else None  # a role with a deadline stays awake
-        if node.dev_class == "A" and cfg.deep_sleep and (busy is None or busy >= pause):
-            node.keep(pause)
-            node.radio.sleep()
-            machine.deepsleep(pause)
-        node.idle(pause)
+        busy = poll() if poll is not None else None  # ms to the role's next deadline, or None
+        if node.dev_class == "A" and cfg.deep_sleep:
+            if busy is not None and busy < pause and deep_ok and deep_ok():
+                # wake 1 s early (more than a wake takes to reach role.boot()), see above
+                pause = max(1, busy - 1000)
+            if busy is None or busy >= pause:
+                node.keep(pause)
+                node.radio.sleep()
+                machine.deepsleep(pause)
+        node.idle(pause)  # a role that needs the board up until its deadline (light sleep)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench import energy, node_airtime, node_heap, node_size
-from bench.node_run import ROLES, measure_code_heap, radio_between, run_node
+from bench.node_cpu import Calibration, esp32_ms, esp32_pystones
+from bench.node_run import ROLES, _split, measure_code_heap, radio_between, run_node
 from firmware.device import rx_window
 from protocol.airtime import symbol_time_us
 from sim.mpy import NOT_ON_NODE, REPO, compile_role, role_sources
@@ -104,12 +105,54 @@ def test_a_soil_run_gives_boots_uplinks_radio_times_and_a_battery_budget(
     assert r.rx_us == sum(rx_window(sf, 125_000)[0] * symbol_time_us(sf, 125_000) for sf in (7, 12))
     assert wake.light_sleep_us > 1_900_000 and r.standby_us < 50_000
 
-    cycle = energy.cycle_of(run)
-    assert 0 < cycle.awake_us < energy.INTERVAL_S * 1e6
-    sold, low = energy.budget("soil", cycle, False), energy.budget("soil", cycle, True)
-    assert 0 < low.total_ua < sold.total_ua and 0 < sold.years < low.years
-    assert set(low.parts_ua) >= {"MCU awake", "MCU light sleep", "radio TX/RX/standby/sleep",
-                                 "valve pulses"}
+    # every boot reports the program's host CPU and its host calls (bench.node_cpu scales them)
+    assert all(b.program_cpu_us and b.program_cpu_us > 0 and b.host_calls for b in run.boots)
+    assert wake.host_calls < run.boots[0].host_calls  # no health uplink on a wake
+
+    cycle = energy.cycle_of(run)  # without a calibration: no CPU share
+    assert 0 < cycle.awake_us < energy.INTERVAL_S * 1e6 and cycle.cpu_vm_us == 0
+    sold_board, low_board = energy.BOARDS
+    stock, frozen, _fast = energy.FIRMWARES
+    alkaline, lithium = energy.BATTERIES
+    sold = energy.budget("soil", cycle, sold_board, stock, alkaline)
+    low = energy.budget("soil", cycle, low_board, frozen, alkaline)
+    assert 0 < low.battery_ua < sold.battery_ua and 0 < sold.years < low.years
+    assert energy.budget("soil", cycle, low_board, frozen, lithium).years > low.years
+    assert set(low.parts_ua) >= {"wake to Python (quoted)", "MCU awake (measured)",
+                                 "MCU light sleep", "radio", "deep sleep (board)"}
+
+
+def test_battery_life_counts_derating_and_self_discharge() -> None:
+    alkaline, lithium = energy.BATTERIES
+    for cells in (alkaline, lithium):
+        allowed = energy.allowed_ua(cells)
+        assert abs(energy.life_years(allowed, cells) - energy.TARGET_YEARS_SOIL) < 1e-9
+        # with no load the cells still only last until self-discharge and derating use them up
+        assert energy.life_years(0.0, cells) == pytest.approx(
+            cells.temperature_derating / cells.self_discharge_per_year)
+    assert energy.allowed_ua(lithium) > energy.allowed_ua(alkaline)
+    # a buck-boost draws more from the cells than it delivers at its (higher) rail voltage
+    low = energy.BOARDS[1]
+    assert energy.battery_current(10.0, low, alkaline) > energy.battery_current(10.0, low, lithium) > 10
+
+
+def test_the_import_split_attributes_nested_imports_to_their_own_module() -> None:
+    # before A; A first line; (A imports B) B first line; B last line; A last line
+    events = [(0, 0, 100, 10), (1, 0, 300, 30), (1, 1, 450, 45), (2, 1, 500, 50),
+              (2, 0, 650, 70)]
+    split = _split(events)
+    assert split[1] == [150, 50, 15, 5]  # B: loaded from A's first line on, ran 50 B / 5 us
+    assert split[0] == [200, 350 - 200, 20, 40 - 20]  # A's body, less what loading B and running it cost
+    assert sum(sum(v[:2]) for v in split.values()) == 650 - 100
+
+
+def test_esp32_time_scales_with_the_vm_speed_and_the_clock() -> None:
+    cal = Calibration(kernel_per_s=400_000, shim_us_per_call=10.0)
+    ms160 = esp32_ms(1000.0, 0, 160, cal)
+    assert ms160 == pytest.approx(1.0 * cal.vm_pystones_per_s / esp32_pystones(160))
+    assert esp32_ms(1000.0, 0, 80, cal) == pytest.approx(2 * ms160)
+    assert esp32_ms(1000.0, 50, 160, cal) == pytest.approx(ms160 / 2)  # 50 calls x 10 us of shim
+    assert esp32_ms(100.0, 50, 160, cal) == 0.0
 
 
 def test_size_and_airtime_rows_are_consistent() -> None:

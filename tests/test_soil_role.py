@@ -266,6 +266,26 @@ else:
 
 
 @VM
+def test_the_whole_node_deep_sleeps_while_watering_and_wakes_to_close_by_the_deadline(
+        micropython_vm: object) -> None:
+    # The real firmware (firmware/app.py) on the bench's Heltec board, one uplink per 15 min: a
+    # 2-minute watering commanded in RX1 of the second reading.
+    from bench.node_run import run_node
+
+    run = run_node("soil", cycles=3, commands={2: {"cmd": "valve_open", "seq": 7, "seconds": 120}})
+    ((opened, closed),) = run.valve_open_us
+    assert 119_000_000 <= closed - opened <= 120_000_000  # never past it (deadline in whole s)
+    opener = next(b for b in run.boots if b.started_us <= opened <= b.ended_us)
+    assert opener.outcome == "deepsleep" and opener.ended_us - opened < 30_000_000
+    closer = next(b for b in run.boots if b.started_us <= closed <= b.ended_us)
+    assert closer.cause == DEEPSLEEP_RESET and 0 < closed - closer.started_us <= 1_500_000
+    # the wake at the deadline reports the closed valve, then the node sleeps to its next cycle
+    after = [u for u in run.uplinks if u.fport == 12 and u.at_us > closed]
+    assert after and after[0].at_us - closed < 10_000_000
+    assert closer.outcome == "deepsleep" and len(run.valve_pulses_us) == 3  # boot, open, close
+
+
+@VM
 def test_out_of_range_or_malformed_seconds_are_refused_and_nothing_moves(make_board, compiled):
     node = Node(make_board, compiled, """
 for seconds in (601, 0, -5, 65535, "60", True, 1.5, None):

@@ -14,7 +14,9 @@ The hard maximum open time, enforced by the node alone (no gateway, no radio nee
   {"state": "closed"} after, so a power cut at any point leaves either the truth or "open";
 * while the board runs, ``poll()`` (and ``read()``/``command()``) close the valve when the
   deadline comes, timed by ``ticks_ms``, with the epoch clock as a backup; ``poll()`` returns the
-  ms left, and the application must never sleep (deep or light) longer than that answer;
+  ms left, and the application must never sleep (deep or light) longer than that answer; a
+  battery node deep-sleeps until it when ``may_deep_sleep()`` allows (no flow meter to count),
+  and the boot at the deadline closes the valve;
 * ``boot(reset_cause)`` closes the valve when the file says open and the deadline has passed, when
   the clock cannot be trusted (a power-on or brown-out reset loses the RTC, an unknown cause, or a
   deadline further away than max_open_s), or when the file is missing or unreadable (state
@@ -241,6 +243,14 @@ class SoilRole:
         if self._state == "stuck":
             return _RETRY_CLOSE_MS
         return None
+
+    def may_deep_sleep(self):
+        """May the board deep-sleep until poll()'s deadline? boot() closes an expired valve.
+
+        Not while a flow meter watches the open valve (its pulses are counted by IRQ, awake or
+        in light sleep only), nor while a failed close is retried every minute.
+        """
+        return self._state == "closed" or (self._state == "open" and self._meter is None)
 
     # -- valve -----------------------------------------------------------------------------------
     @property

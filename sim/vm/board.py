@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RUNNER = HERE / "runner.mjs"
+# Extra options for node, e.g. bench.node_cpu's V8 flags that compile the whole WebAssembly VM
+# before it runs, so that Boot.program_cpu_us holds no compilation (costs ~1 s per boot).
+NODE_FLAGS_ENV = "CITYEDGE_NODE_FLAGS"
 SHIMS = HERE / "mpy"
 NPM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 
@@ -256,6 +259,19 @@ class Boot:
     # Virtual time spent in machine.lightsleep() (MCU clocks gated, RAM kept): the energy model
     # counts it at the light-sleep current instead of the active one.
     light_sleep_us: int = 0
+    # Host CPU time (us) of the program's own Python from the boot report to the end report, the
+    # harness's work excluded (runner.mjs, harness()); None when not reported. bench.energy
+    # converts it to a board's CPU time with a benchmark ratio; it is never virtual time.
+    cpu_start_us: int | None = None
+    cpu_end_us: int | None = None
+    host_calls: int | None = None  # requests the program made in between (each a shim's work)
+
+    @property
+    def program_cpu_us(self) -> int | None:
+        """Host CPU of the program (boot.py, main.py) in this boot, harness excluded."""
+        if self.cpu_start_us is None or self.cpu_end_us is None:
+            return None
+        return self.cpu_end_us - self.cpu_start_us
 
     @property
     def heap_app_peak(self) -> int | None:
@@ -365,7 +381,8 @@ class _VMProcess:
         rep_r, rep_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [install.node, str(RUNNER), str(req_w), str(rep_r), str(os.getpid())],
+                [install.node, *os.environ.get(NODE_FLAGS_ENV, "").split(), str(RUNNER),
+                 str(req_w), str(rep_r), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -611,6 +628,7 @@ class VirtualBoard:
 
         self.console: list[str] = []
         self.history: list[Boot] = []
+        self._calls_at_boot = 0  # host calls made before the boot report (Boot.host_calls)
         self.crashed: str | None = None
         self.hung = False
         self.state = "off"  # off, running, deepsleep, repl, crashed, hung, stopped, failed
@@ -852,6 +870,10 @@ class VirtualBoard:
             heap = msg.get("heap")
             if isinstance(heap, dict) and heap.get("peak") is not None:
                 rec.heap_peak = int(heap["peak"])
+        cpu = msg.get("cpu_us") if msg is not None else None
+        if isinstance(cpu, list) and len(cpu) == 2 and rec.cpu_start_us is not None:
+            rec.cpu_end_us = int(cpu[0])
+            rec.host_calls = int(cpu[1]) - self._calls_at_boot
 
     def _end_boot(self, sess: _Session, proc: _VMProcess, rec: Boot, end: _Ending) -> tuple[str, Any]:
         if end.outcome in ("exit", "crash"):
@@ -952,6 +974,9 @@ class VirtualBoard:
 
     def _op_boot(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any]:
         self.history[-1].heap_start = HeapStats.parse(msg.get("mem"), msg.get("heap"))
+        cpu = msg.get("cpu_us")
+        if isinstance(cpu, list) and len(cpu) == 2:
+            self.history[-1].cpu_start_us, self._calls_at_boot = int(cpu[0]), int(cpu[1])
         return {}
 
     def _op_sleep(self, sess: _Session, msg: dict[str, Any]) -> dict[str, Any] | _Ending:

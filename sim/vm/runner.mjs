@@ -439,13 +439,36 @@ if (cfg.flash) {
 // -- the modules the shims reach -----------------------------------------------------------------
 const vmCfg = JSON.stringify(cfg.vm);
 
+// -- CPU time of the program itself (bench.energy): this process's CPU time since the VM started
+// running Python, minus what the harness takes outside the VM (host calls with their heap probe,
+// console and flash sync; the AES shim, a hardware engine on a board). CPU time, not wall time,
+// so other processes on the host do not count.
+let harnessCpuUs = 0;
+let cpuStartUs = null;
+let hostCalls = 0; // each costs the program its shim's Python (JSON): bench.node_cpu subtracts it
+function cpuNowUs() {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+function harness(fn) {
+  const c0 = cpuNowUs();
+  try {
+    return fn();
+  } finally {
+    harnessCpuUs += cpuNowUs() - c0;
+  }
+}
+
 // One request to the host, answered synchronously (console and flash are brought up to date first).
 function hostCall(req) {
-  heapDo((p) => p.sample(false)); // the peak, sampled at every host call
-  flushConsole();
-  syncFlash();
-  writeAll(reqFd, Buffer.from(outBytes + " " + req + "\n"));
-  return readLine(repFd);
+  hostCalls++;
+  return harness(() => {
+    heapDo((p) => p.sample(false)); // the peak, sampled at every host call
+    flushConsole();
+    syncFlash();
+    writeAll(reqFd, Buffer.from(outBytes + " " + req + "\n"));
+    return readLine(repFd);
+  });
 }
 
 mp.registerJsModule("_host", {
@@ -454,8 +477,15 @@ mp.registerJsModule("_host", {
   // The heap now, as JSON {"live", "peak", "used", "total"} (bytes; null: not measurable);
   // heap(1) also restarts the peak from the live figure now.
   heap(reset) {
-    const h = heapDo((p) => (reset ? p.resetPeak() : p.sample(true)));
+    const h = harness(() => heapDo((p) => (reset ? p.resetPeak() : p.sample(true))));
     return h === null ? NO_HEAP : JSON.stringify(h);
+  },
+  // Microseconds of CPU the Python program has used so far (see harness() above).
+  cpu_us() {
+    return cpuStartUs === null ? 0 : cpuNowUs() - cpuStartUs - harnessCpuUs;
+  },
+  host_calls() {
+    return hostCalls;
   },
   capture(on) {
     if (on) { capture = []; return ""; }
@@ -468,14 +498,18 @@ mp.registerJsModule("_host", {
 mp.registerJsModule("_aes", {
   // AES on hex strings; mode "ecb" or "cbc"; iv "" for ECB. No padding: callers pass whole blocks.
   run(mode, keyHex, ivHex, dataHex, encrypt) {
-    const key = Buffer.from(keyHex, "hex");
-    const algo = `aes-${key.length * 8}-${mode}`;
-    const iv = mode === "ecb" ? null : Buffer.from(ivHex, "hex");
-    const c = encrypt ? crypto.createCipheriv(algo, key, iv) : crypto.createDecipheriv(algo, key, iv);
-    c.setAutoPadding(false);
-    return Buffer.concat([c.update(Buffer.from(dataHex, "hex")), c.final()]).toString("hex");
+    return harness(() => aes(mode, keyHex, ivHex, dataHex, encrypt));
   },
 });
+
+function aes(mode, keyHex, ivHex, dataHex, encrypt) {
+  const key = Buffer.from(keyHex, "hex");
+  const algo = `aes-${key.length * 8}-${mode}`;
+  const iv = mode === "ecb" ? null : Buffer.from(ivHex, "hex");
+  const c = encrypt ? crypto.createCipheriv(algo, key, iv) : crypto.createDecipheriv(algo, key, iv);
+  c.setAutoPadding(false);
+  return Buffer.concat([c.update(Buffer.from(dataHex, "hex")), c.final()]).toString("hex");
+}
 
 // -- run -------------------------------------------------------------------------------------------
 // A board on a serial port (cfg.vm.repl) stays at the REPL after main.py: the host hands it the bytes
@@ -507,6 +541,7 @@ function repl() {
 
 let status = 0;
 try {
+  cpuStartUs = cpuNowUs();
   mp.runPython("import sys\nsys.path.insert(0, '/_vm')\nimport _boot\n_boot.main()\n");
   if (cfg.vm.repl) repl();
 } catch (e) {

@@ -265,3 +265,33 @@ def test_cleanup():
         os.remove(Machine.path)
     except OSError:
         pass
+
+
+def test_an_open_valve_lets_the_node_deep_sleep_to_its_deadline_unless_a_flow_meter_counts():
+    role = make({"state": "closed"})
+    role.boot("power_on")
+    assert role.may_deep_sleep()  # closed: nothing to wait for
+    assert role.command({"cmd": "valve_open", "seconds": 60}) == "done"
+    assert role.may_deep_sleep() and 59000 <= role.poll() <= 60000  # boot() closes it then
+    metered = make({"state": "closed"}, pins={"valve_open": OPEN_PIN, "valve_close": CLOSE_PIN,
+                                              "flow": FLOW_PIN})
+    metered.boot("power_on")
+    assert metered.may_deep_sleep()
+    assert metered.command({"cmd": "valve_open", "seconds": 60}) == "done"
+    assert not metered.may_deep_sleep()  # its pulses are counted by IRQ: awake or light sleep
+
+
+def test_a_valve_that_failed_to_close_keeps_the_node_up_to_retry():
+    role = make({"state": "open", "deadline": int(time.time()) - 5})
+    role.boot("deep_sleep")
+    assert role.valve_state == "closed"
+    role._valve.close = _raise_valve_error  # the next closing pulse fails
+    assert role.command({"cmd": "valve_open", "seconds": 30}) == "done"
+    assert role.command({"cmd": "valve_close"}) == "failed"
+    assert role.valve_state == "stuck" and not role.may_deep_sleep()
+
+
+def _raise_valve_error():
+    from drivers.valve import ValveError
+
+    raise ValveError("stuck")

@@ -54,7 +54,8 @@ def main():
     for name in ("binascii", "cryptolib", "machine"):
         __import__(name)
     # The peak restarts here: Boot.heap_peak is the application's, over the harness's baseline.
-    _hw.call(json.dumps({"op": "boot", "mem": _hw.mem(), "heap": _hw.heap(True)}))
+    _hw.call(json.dumps({"op": "boot", "mem": _hw.mem(), "heap": _hw.heap(True),
+                         "cpu_us": _hw.cpu_us()}))
     status = "exit"
     tb = None
     try:
@@ -77,4 +78,5 @@ def main():
         tb = _traceback(e)
         print(tb, end="")
         status = "crash"
-    _hw.call(json.dumps({"op": "end", "status": status, "tb": tb, "mem": _hw.mem(), "heap": _hw.heap()}))
+    _hw.call(json.dumps({"op": "end", "status": status, "tb": tb, "mem": _hw.mem(), "heap": _hw.heap(),
+                         "cpu_us": _hw.cpu_us()}))

@@ -144,10 +144,17 @@ def heap(reset=False):
     return json.loads(_host.heap(1 if reset else 0))
 
 
+def cpu_us():
+    """[host CPU microseconds this VM's Python has used so far, the harness's own work excluded
+    (runner.mjs, harness()), host calls made so far]: what bench.node_cpu scales to a board."""
+    return [_host.cpu_us(), _host.host_calls()]
+
+
 def end(op, **fields):
     """Report the end of this boot (main returned or crashed, deepsleep, reset): never returns."""
     fields["op"] = op
     fields["mem"] = mem()
     fields["heap"] = heap()
+    fields["cpu_us"] = cpu_us()
     call(json.dumps(fields))
     raise SystemExit  # only reached if the host answered: the board has ended anyway
