@@ -204,11 +204,13 @@ def reboot_frame(index: int) -> bytes:
 
 def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int = 7,
              workdir: Path | None = None,
-             commands: dict[int, dict[str, Any]] | None = None) -> NodeRun:
+             commands: dict[int, dict[str, Any]] | None = None,
+             radio_dies_after: int | None = None) -> NodeRun:
     """Boot a node of ``role`` and run it through ``cycles`` reporting cycles (boots for Class A).
 
     ``commands`` maps n to a command sent in RX1 of the node's n-th reading uplink (1-based),
-    as a network server answers a Class A device.
+    as a network server answers a Class A device. ``radio_dies_after`` n: 10 s after the n-th
+    reading uplink the SX1276 stops answering on SPI (reads 0xFF, as a dead or unplugged chip).
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
@@ -229,6 +231,8 @@ def run_node(role: str, cycles: int = 4, interval_s: int = INTERVAL_S, sf: int =
                 heard.append(Uplink(pkt.tmst_us, len(pkt.payload), _fport(pkt.payload), pkt.sf,
                                     pkt.time_on_air_us, pkt.payload[5] & 0x0F))
                 n = sum(1 for u in heard if u.fport == data_ports[role])
+                if heard[-1].fport == data_ports[role] and n == radio_dies_after:
+                    clock.call_later(10_000_000, setattr, radio, "spi_byte", lambda out: 0xFF)
                 if heard[-1].fport == data_ports[role] and n in todo:
                     sent = len(commands or {}) - len(todo)
                     gateway.send_at(pkt.tmst_us + region.RECEIVE_DELAY1_S * 1_000_000,

@@ -315,6 +315,23 @@ class Node:
                 self._nap(step)  # e.g. a soil node awake while its valve is open
 
 
+def _without_radio(machine, cfg):
+    """The radio (or a bus) failed: the role still meets its deadline (a watering valve closes
+    on time, radio or not). -> ms to deep-sleep before trying again."""
+    from firmware.boards import Hardware
+
+    try:
+        role = load_role(cfg.role, Hardware(machine, cfg.board), cfg.settings)
+        role.boot(machine.reset_cause())
+        due = role.poll()
+        if due is not None and due <= 1500:
+            time.sleep_ms(due)
+            due = role.poll()
+    except Exception:  # noqa: BLE001 - no poll, or the role's own chips are gone as well
+        due = None
+    return _RETRY_MS if due is None else max(1000, min(_RETRY_MS, due - 1000))
+
+
 def main(machine=None):
     """Boot entry (called by main.py)."""
     if machine is None:
@@ -336,7 +353,7 @@ def main(machine=None):
         return  # the REPL does not feed the watchdog: it resets the board to try again
     except Exception as exc:  # noqa: BLE001 - radio or bus missing: report, retry later
         print("FAULT hardware:", exc)
-        machine.deepsleep(_RETRY_MS)
+        machine.deepsleep(_without_radio(machine, cfg))
         return
     _log("cityedge node %s role=%s class=%s fw=%s boot=%s" % (
         cfg.dev_eui_hex, cfg.role, node.dev_class, VERSION,

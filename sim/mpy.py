@@ -134,6 +134,7 @@ main.mpy): never compiled into a role's selection."""
 NOT_ON_NODE = {
     "protocol/lorawan/aes_cryptography.py": "CPython AES (the `cryptography` package); boards use cryptolib",
     "protocol/payload/senml.py": "gateway side: SenML mapping, imported lazily by to_senml(), never on a node",
+    "protocol/payload/command_encoder.py": "gateway side: imported lazily by encode_command()",
 }
 """Modules reachable by import statements that a node never loads, with the reason."""
 

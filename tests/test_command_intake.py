@@ -14,7 +14,7 @@ from gateway.commands.intake import Accepted, Intake, Rejected
 from gateway.keys import SigningKey
 from gateway.registry import ROLES
 from gateway.store import Store
-from protocol.payload.commands import decode_command, encode_command
+from protocol.payload import decode_command, encode_command
 from tests.fixtures.commands import (
     AIR,
     GW,

@@ -286,6 +286,20 @@ def test_the_whole_node_deep_sleeps_while_watering_and_wakes_to_close_by_the_dea
 
 
 @VM
+def test_the_valve_closes_at_its_deadline_even_when_the_radio_dies_mid_watering(
+        micropython_vm: object) -> None:
+    # The real firmware: the radio chip stops answering 10 s after the command's uplink, so every
+    # later boot fails with a hardware fault; the role still closes the valve on time.
+    from bench.node_run import run_node
+
+    run = run_node("soil", cycles=3, commands={2: {"cmd": "valve_open", "seq": 8, "seconds": 120}},
+                   radio_dies_after=2)
+    ((opened, closed),) = run.valve_open_us
+    assert 118_000_000 <= closed - opened <= 120_000_000, (opened, closed)
+    assert "FAULT hardware" in run.console  # every boot after the chip died
+
+
+@VM
 def test_out_of_range_or_malformed_seconds_are_refused_and_nothing_moves(make_board, compiled):
     node = Node(make_board, compiled, """
 for seconds in (601, 0, -5, 65535, "60", True, 1.5, None):

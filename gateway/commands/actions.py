@@ -1,5 +1,5 @@
 """The actions a hypervisor may ask for: which roles have them, their bounded arguments, and the
-FPort 40 command each becomes (``protocol.payload.commands.encode_command`` checks it again).
+FPort 40 command each becomes (``protocol.payload.encode_command`` checks it again).
 
 This module imports nothing of the gateway's own (the store and the config both use it).
 """

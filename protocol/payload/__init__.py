@@ -5,7 +5,7 @@ formats, resolutions and units are in one table, `fields.py`. Every bad input ra
 PayloadError (a ValueError) with a message naming the port or command, field and value.
 """
 
-from protocol.payload.commands import decode_command, encode_command
+from protocol.payload.commands import decode_command
 from protocol.payload.errors import PayloadError
 from protocol.payload.fields import COMMAND_FPORT, COMMANDS, UPLINKS
 from protocol.payload.uplink import decode_uplink, encode_uplink
@@ -21,6 +21,13 @@ __all__ = [
     "encode_uplink",
     "to_senml",
 ]
+
+
+def encode_command(cmd):
+    """The FPort 40 bytes of a command dict (command_encoder.py); gateway side, nodes never do."""
+    from protocol.payload.command_encoder import encode_command as encode
+
+    return encode(cmd)
 
 
 def to_senml(role, readings, base_name, base_time=None):

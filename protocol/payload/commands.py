@@ -1,38 +1,15 @@
-"""Downlink commands on FPort 40: a command dict <-> bytes, refusing anything it does not know.
+"""Downlink commands on FPort 40: bytes -> a command dict, refusing anything it does not know.
 
 Wire format: [version:3][opcode:5][seq:8][presence bits of optional arguments][arguments][0 pad].
 A command dict is {"cmd": name, "seq": 0..255, <arguments of fields.COMMANDS[name]>}; the node
 acknowledges it on FPort 30 with the same seq.
 """
 
-from protocol.payload.bits import BitReader, BitWriter
-from protocol.payload.codec import decode_layout, encode_layout
+from protocol.payload.bits import BitReader
+from protocol.payload.codec import decode_layout
 from protocol.payload.errors import PayloadError
-from protocol.payload.fields import COMMANDS, FORMAT_VERSION, OPCODE_BITS, SEQ_BITS, VERSION_BITS
+from protocol.payload.fields import COMMANDS, OPCODE_BITS, SEQ_BITS
 from protocol.payload.uplink import check_version
-
-
-def encode_command(cmd):
-    """The FPort 40 bytes of a command dict; PayloadError names what is unknown or out of range."""
-    if not isinstance(cmd, dict):
-        raise PayloadError(f"command: expected a dict, got {cmd!r}")
-    name = cmd.get("cmd")
-    entry = COMMANDS.get(name) if isinstance(name, str) else None
-    if entry is None:
-        known = ", ".join(sorted(COMMANDS))
-        raise PayloadError(f"command: unknown command {name!r} (known: {known})")
-    opcode, layout = entry
-    seq = cmd.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= 255:
-        raise PayloadError(f"command {name}: seq = {seq!r}: expected an integer 0..255")
-    w = BitWriter()
-    w.write(FORMAT_VERSION, VERSION_BITS)
-    w.write(opcode, OPCODE_BITS)
-    w.write(seq, SEQ_BITS)
-    encode_layout(w, layout, cmd, f"command {name}", ("cmd", "seq"))
-    data = w.getvalue()
-    decode_command(data)  # the rules that tie fields together live in one place: the decoder
-    return data
 
 
 def _check_points(points, what):
