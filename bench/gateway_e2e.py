@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import Agent
-from gateway.config import GatewayConfig, SemtechUdpConfig, default_config
+from gateway.config import GatewayConfig, GatewaySection, SemtechUdpConfig, default_config
 from gateway.keys import generate_signing_key, load_signing_key
 from gateway.store import Device, NewRecord, Store
 from gateway.store.model import StoredRecord
@@ -56,6 +56,24 @@ BACKLOG_RECORDS = 1_000_000
 if os.environ.get("CITYEDGE_BENCH_QUICK"):  # a smoke run of the bench itself, not the figures
     THROUGHPUT_UPLINKS, LATENCY_SECONDS, BACKLOG_RECORDS = 4_000, 2, 100_000
 RXPK_PER_DATAGRAM = 8
+
+
+_DEFAULT_LOOP = GatewaySection.__dataclass_fields__["event_loop"].default
+
+
+def _run(main: Any) -> Any:
+    """Run ``main`` on the agent's default event loop (``[gateway] event_loop``; the
+    environment's CITYEDGE_EVENT_LOOP=asyncio|uvloop picks one, to compare them)."""
+    from gateway.service import run_on_loop
+
+    return run_on_loop(main, os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
+
+
+def _loop_name() -> str:
+    from gateway.service import event_loop_factory
+
+    factory = event_loop_factory(os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
+    return factory.__module__.split(".")[0]
 
 
 # ------------------------------------------------------------------------- broker
@@ -389,7 +407,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         with private_broker(tmp / "mosquitto") as broker:
-            live = asyncio.run(live_figures(tmp, broker))
+            live = _run(live_figures(tmp, broker))
             backlog = backlog_figures(tmp, broker)
     print_table(("figure (agent on one core)", "measured", "target", ""), rows(live, backlog))
     print(f"\nagent CPU time (all its threads) per uplink: {live['throughput_cpu_us']:.0f} µs "
@@ -400,11 +418,11 @@ def main() -> None:
     print(f"\n(backlog of {backlog['buffered']:,} records built in {backlog['build_s']:.0f} s; "
           f"{os.cpu_count()} CPUs on this machine, shared with the broker and the load "
           f"generator; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "
-          "other work on the machine slows every figure)")
+          f"other work on the machine slows every figure; event loop {_loop_name()})")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["child"]:
-        asyncio.run(child(sys.argv[2]))
+        _run(child(sys.argv[2]))
     else:
         main()

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.config import GatewaySection
 from gateway.radio.semtech_udp import SemtechUdpFrontEnd, encode_push_data
 from sim.packet_forwarder import rxpk
 
@@ -35,6 +36,24 @@ DEVICES = 200
 LATENCY_RATE = 1_000  # uplinks/s
 LATENCY_SECONDS = 10
 WINDOW = 32  # PUSH_DATA datagrams in flight before waiting for PUSH_ACKs
+
+
+_DEFAULT_LOOP = GatewaySection.__dataclass_fields__["event_loop"].default
+
+
+def _run(main: Any) -> Any:
+    """Run ``main`` on the agent's default event loop (``[gateway] event_loop``; the
+    environment's CITYEDGE_EVENT_LOOP=asyncio|uvloop picks one, to compare them)."""
+    from gateway.service import run_on_loop
+
+    return run_on_loop(main, os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
+
+
+def _loop_name() -> str:
+    from gateway.service import event_loop_factory
+
+    factory = event_loop_factory(os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
+    return factory.__module__.split(".")[0]
 
 
 # ----------------------------------------------------------------------------- generator
@@ -289,7 +308,7 @@ async def _agent_rows(tmp: Path, port: int) -> list[tuple[str, ...]]:
 def rows() -> list[tuple[str, ...]]:
     """Every row of the table, measured now."""
     _pin(0)
-    out = [asyncio.run(_front_end_alone(1)), asyncio.run(_front_end_alone(8))]
+    out = [_run(_front_end_alone(1)), _run(_front_end_alone(8))]
     with tempfile.TemporaryDirectory() as tmp:
         broker = _mosquitto(Path(tmp))
         if broker is None:
@@ -298,7 +317,7 @@ def rows() -> list[tuple[str, ...]]:
             return out
         proc, port = broker
         try:
-            out.extend(asyncio.run(_agent_rows(Path(tmp), port)))
+            out.extend(_run(_agent_rows(Path(tmp), port)))
         finally:
             proc.terminate()
             proc.wait(10)
@@ -312,7 +331,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"measured side pinned to CPU 0; generator and broker on CPU 1 ({os.cpu_count()} "
           f"CPUs, load average {load:.1f} at start: other work on the machine lowers the rates; "
-          "'CPU per frame' is the measured process's own CPU time)")
+          "'CPU per frame' is the measured process's own CPU time; event loop "
+          f"{_loop_name()})")
     print_table(("path (one core)", "frames", "rate", "CPU per frame", "notes", "target"),
                 rows())
 

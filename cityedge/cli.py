@@ -75,7 +75,7 @@ def cmd_gateway_init(args: argparse.Namespace) -> int:
 def cmd_gateway_run(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
     from gateway.keys import KeyFileError
-    from gateway.service import run_gateway
+    from gateway.service import EventLoopError, run
 
     try:
         config = load_config(Path(args.config))
@@ -84,8 +84,8 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     log_format = args.log_format or getattr(config.gateway, "log_format", "logfmt")
     _setup_logging(args.log_level or config.gateway.log_level, log_format)
     try:
-        return asyncio.run(run_gateway(config))
-    except KeyFileError as exc:  # a setup problem: restarting will not fix it (exit 2)
+        return run(config)
+    except (KeyFileError, EventLoopError) as exc:  # setup problems: a restart won't fix (exit 2)
         raise CliError(str(exc)) from None
     except OSError as exc:  # a port in use, a missing device: may pass, so exit 1 (restart)
         print(f"cityedge: gateway stopped: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ from gateway.keys import KeyFileError, key_id, load_public_key
 
 __all__ = [
     "DEV_NONCE_MODES",
+    "EVENT_LOOPS",
     "FRONTENDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -61,6 +62,7 @@ T = TypeVar("T")
 FRONTENDS: Final = ("sim", "sx127x", "semtech-udp")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("logfmt", "json")
+EVENT_LOOPS: Final = ("asyncio", "uvloop", "auto")
 MQTT_PROTOCOLS: Final = ("5", "3.1.1")
 REGIONS: Final = ("EU868",)
 DEV_NONCE_MODES: Final = ("increasing", "unique")
@@ -98,6 +100,7 @@ class GatewaySection:
     signing_key: Path = DEFAULT_DATA_DIR / "signing-key.pem"
     log_level: str = "info"
     log_format: str = "logfmt"  # or "json": one JSON object per line
+    event_loop: str = "asyncio"  # or "uvloop", or "auto" (uvloop when installed)
 
 
 @dataclass(frozen=True)
@@ -480,7 +483,7 @@ def _client_id(template: str, gateway_id: str) -> str:
 
 def _read_gateway(root: _Table, base: Path) -> GatewaySection:
     t = root.sub("gateway")
-    t.expect(["id", "data_dir", "signing_key", "log_level", "log_format"])
+    t.expect(["id", "data_dir", "signing_key", "log_level", "log_format", "event_loop"])
     gw_id = t.get("id", _gateway_id, _GATEWAY_ID_EXPECTED)
     data_dir = t.get("data_dir", _path(base), "a directory path", DEFAULT_DATA_DIR)
     signing_key = t.get(
@@ -488,7 +491,8 @@ def _read_gateway(root: _Table, base: Path) -> GatewaySection:
     )
     log_level = t.get("log_level", _one_of(LOG_LEVELS), _choices(LOG_LEVELS), "info")
     log_format = t.get("log_format", _one_of(LOG_FORMATS), _choices(LOG_FORMATS), "logfmt")
-    return GatewaySection(gw_id, data_dir, signing_key, log_level, log_format)
+    event_loop = t.get("event_loop", _one_of(EVENT_LOOPS), _choices(EVENT_LOOPS), "asyncio")
+    return GatewaySection(gw_id, data_dir, signing_key, log_level, log_format, event_loop)
 
 
 def _existing_file(base: Path) -> Callable[[Any], Path]:
@@ -998,6 +1002,7 @@ def config_to_toml(config: GatewayConfig) -> str:
             "signing_key": config.gateway.signing_key,
             "log_level": config.gateway.log_level,
             "log_format": config.gateway.log_format,
+            "event_loop": config.gateway.event_loop,
         },
         "mqtt": {
             "host": m.host,

@@ -941,6 +941,9 @@ class SemtechUdpFrontEnd:
         self.counters["semtech_push_data"] += 1
         if msg.rxpk:
             received_at = self.wallclock()
+            # Once per datagram, not per rxpk: same clock, same forwarders alive.
+            self._sweep(now)
+            others = self._alive_others(eui, now)
             for obj in msg.rxpk:
                 try:
                     frame = parse_rxpk(obj, received_at, eui)
@@ -948,7 +951,7 @@ class SemtechUdpFrontEnd:
                     self._reject(exc, addr)
                     continue
                 fwd.rxpk += 1
-                self._received(frame, now)
+                self._received(frame, now, others)
         if msg.stat is not None:
             try:
                 stat = parse_stat(msg.stat)
@@ -997,8 +1000,9 @@ class SemtechUdpFrontEnd:
             if self._heard.get(phy) is heard:
                 del self._heard[phy]
 
-    def _received(self, frame: RxFrame, now: float) -> None:
-        self._sweep(now)
+    def _received(self, frame: RxFrame, now: float, others: int) -> None:
+        """Deduplicate one reception; ``others``: forwarders alive besides the one that sent
+        it (the caller swept expired uplinks at ``now``)."""
         phy = frame.phy
         eui = frame.gateway_eui or ""
         heard = self._heard.get(phy)
@@ -1006,7 +1010,7 @@ class SemtechUdpFrontEnd:
             heard = _Heard(frame, now + self.dedup_window_s)
             self._heard[phy] = heard
             self._expiry.append((heard.expires, phy, heard))
-            if self._alive_others(eui, now) == 0:
+            if others == 0:
                 self._deliver(heard)  # nobody else could report it: no reason to wait
             else:
                 heard.handle = self._loop.call_at(  # type: ignore[union-attr]
@@ -1020,7 +1024,7 @@ class SemtechUdpFrontEnd:
             heard.best = frame
             if heard.delivered:
                 self._route(frame)  # too late for the metadata, not for the way back
-        if not heard.delivered and self._alive_others(eui, now) <= len(heard.heard_by) - 1:
+        if not heard.delivered and others <= len(heard.heard_by) - 1:
             # every forwarder alive has now reported it (heard_by holds them all)
             if heard.handle is not None:
                 heard.handle.cancel()

@@ -5,9 +5,8 @@ publish the whole window at QoS 1 with every message in flight at once, then del
 records whose PUBACK came back. Anything not acknowledged stays in the store and is sent again
 after reconnecting (same rid, so consumers drop the duplicate). Nothing is deleted on a guess.
 
-Order: the window is started in seq order (``asyncio.gather`` starts its coroutines in argument
-order and each one hands its message to paho before its first await), paho writes them to the
-one TCP connection in that order, and MQTT (3.1.1 §4.6 / 5.0 §4.6) has the broker forward the
+Order: the window is handed to paho in seq order (``Publisher.publish_all``), paho writes it to
+the one TCP connection in that order, and MQTT (3.1.1 §4.6 / 5.0 §4.6) has the broker forward the
 messages of one client on one topic in the order received for the same QoS. A device's records
 all go to its own topic, so per-device order holds without waiting for each ack in turn. The
 only exception is a message the broker refuses (MQTT v5 negative PUBACK) while later ones are
@@ -18,8 +17,10 @@ Backlog: when the forwarder is behind (the oldest pending record is older than
 groups a large span of the queue per device, and the records of one device go out as a few large
 signed packs (``senml.append_backlog_part``/``finish_pack``, byte-level: each uplink keeps its own
 records and ``rid``, and its first record carries ``'hist': True``). One Ed25519 signature then
-covers up to ``max_pack_uplinks`` uplinks. The delete of a round's acknowledged records runs in
-the background while the next round is fetched and signed (still only after their PUBACK).
+covers up to ``max_pack_uplinks`` uplinks. Rounds (and live windows) are pipelined: the next
+one is fetched and signed while the current one waits for its PUBACKs, and published once they
+came back, so rounds still leave one after the other; the delete of a round's acknowledged
+records runs in the background meanwhile (still only after their PUBACK).
 Live traffic stays one message per uplink; a single record sent late (older than
 ``historical_after_s``) is marked the same way (``mark_historical``). docs/mqtt.md has the shapes.
 
@@ -65,6 +66,42 @@ ROUND_RECORDS: Final = 1_024
 # record kind -> topic level under the prefix
 _KIND_TOPIC: Final = {"up": "up", "event": "event", "cmd-status": "cmd-status",
                       "status": "status"}
+
+
+class _Pipeline:
+    """One round of messages in flight while the caller prepares (fetches and signs) the
+    next: ``send`` waits for the previous round's PUBACKs (and raises its failure) before it
+    publishes, so rounds still leave one after the other and per-device order is kept."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self._forwarder = forwarder
+        self._inflight: asyncio.Future[None] | None = None
+
+    async def send(self, packs: Sequence[Sequence[StoredRecord]],
+                   messages: Sequence[tuple[str, bytes, bool]]) -> None:
+        await self.finish()
+        self._inflight = asyncio.ensure_future(
+            self._forwarder._publish(packs, messages, defer_delete=True))
+
+    @property
+    def busy(self) -> bool:
+        """A round is in flight."""
+        return self._inflight is not None
+
+    async def finish(self) -> None:
+        """Wait for the round in flight (its acknowledged records are being deleted)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    def cancel(self) -> None:
+        """Leaving early (a failure, cancellation): stop waiting for the round in flight;
+        nothing of it is deleted unless its PUBACK already came."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None and not inflight.done():
+            inflight.cancel()
+        elif inflight is not None and not inflight.cancelled():
+            inflight.exception()  # retrieved: the failure that matters is already raised
 
 
 def topic_for(prefix: str, kind: str, dev_eui: str) -> str:
@@ -264,25 +301,38 @@ class Forwarder:
         # Records up to ``after`` were sent on this connection: acknowledged ones are being
         # deleted in the background, so they are not read again. A failure raises, and the
         # next connection starts again from the oldest record still stored.
+        # The next window is read and signed while the previous one waits for its PUBACKs.
+        # A window is read in the loop itself: a short query on the reader's own connection
+        # (WAL: never waits for the store's writers) costs less than a thread hand-off.
         reader = self._open_reader()
         after = 0
-        while True:
-            batch = await asyncio.to_thread(reader.pending, self.batch_size, after)
-            if not batch:
-                await self._flush_deletes()
-                # Clear, then look again: a notify() after the clear is never missed.
-                self._wake.clear()
-                batch = await asyncio.to_thread(reader.pending, self.batch_size, after)
+        live = _Pipeline(self)
+        try:
+            while True:
+                batch = reader.pending(self.batch_size, after)
                 if not batch:
-                    await self._idle()
-                    continue
-            if self._behind(batch):
-                await self._drain(after)
-                await self._flush_deletes()
-                after = 0  # the drain deleted what it sent; start from the oldest again
-            else:
-                await self._send(batch)
-                after = batch[-1].seq
+                    if live.busy:
+                        await live.finish()
+                        continue
+                    await self._flush_deletes()
+                    # Clear, then look again: a notify() after the clear is never missed.
+                    self._wake.clear()
+                    batch = reader.pending(self.batch_size, after)
+                    if not batch:
+                        await self._idle()
+                        continue
+                if self._behind(batch):
+                    await live.finish()
+                    await self._drain(after)
+                    await self._flush_deletes()
+                    after = 0  # the drain deleted what it sent; start from the oldest again
+                else:
+                    now = self.clock()
+                    messages = [self.message_for(record, now) for record in batch]
+                    await live.send([[record] for record in batch], messages)
+                    after = batch[-1].seq
+        finally:
+            live.cancel()
 
     def _behind(self, batch: Sequence[StoredRecord]) -> bool:
         """A full window pending, or its oldest record already late: drain in packs."""
@@ -293,37 +343,42 @@ class Forwarder:
         """Send the backlog after seq ``after`` as per-device packs, span by span, until the
         queue is short."""
         reader = self._open_reader()
-        while True:
-            plan = await asyncio.to_thread(reader.plan, after, PLAN_ROWS)
-            if not plan.rows:
-                await self._flush_deletes()
-                return
-            after = plan.last_seq
-            # A piece is up to one pack of a device's seqs; a round is up to ``batch_size``
-            # pieces (messages in flight) and ROUND_RECORDS records (bodies in memory). Rounds
-            # go one after the other, so a device's packs leave in seq order.
-            pieces: list[Sequence[int]] = []
-            size = 0
-            step = self.max_pack_uplinks
-            for seqs in plan.runs():
-                for start in range(0, len(seqs), step):
-                    piece = seqs[start:start + step]
-                    pieces.append(piece)
-                    size += len(piece)
-                    if size >= ROUND_RECORDS or len(pieces) >= self.batch_size:
-                        await self._send_round(reader, pieces)
-                        pieces, size = [], 0
-            if pieces:
-                await self._send_round(reader, pieces)
-            spanned = plan.rows
-            del plan  # freed before the next plan is read, not after: one plan in memory
-            if spanned < PLAN_ROWS:
-                await self._flush_deletes()
-                return
+        rounds = _Pipeline(self)
+        try:
+            while True:
+                plan = await asyncio.to_thread(reader.plan, after, PLAN_ROWS)
+                if not plan.rows:
+                    break
+                after = plan.last_seq
+                # A piece is up to one pack of a device's seqs; a round is up to
+                # ``batch_size`` pieces (messages in flight) and ROUND_RECORDS records (bodies
+                # in memory). Rounds go one after the other, so a device's packs leave in seq
+                # order.
+                pieces: list[Sequence[int]] = []
+                size = 0
+                step = self.max_pack_uplinks
+                for seqs in plan.runs():
+                    for start in range(0, len(seqs), step):
+                        piece = seqs[start:start + step]
+                        pieces.append(piece)
+                        size += len(piece)
+                        if size >= ROUND_RECORDS or len(pieces) >= self.batch_size:
+                            await rounds.send(*await self._prepare_round(reader, pieces))
+                            pieces, size = [], 0
+                if pieces:
+                    await rounds.send(*await self._prepare_round(reader, pieces))
+                spanned = plan.rows
+                del plan  # freed before the next plan is read, not after: one plan in memory
+                if spanned < PLAN_ROWS:
+                    break
+            await rounds.finish()
+        finally:
+            rounds.cancel()
+        await self._flush_deletes()
 
-    async def _send_round(self, reader: BacklogReader, pieces: list[Sequence[int]]) -> None:
-        """Fetch, pack, sign and publish one round of backlog; the acknowledged records are
-        deleted in the background while the next round is prepared."""
+    async def _prepare_round(self, reader: BacklogReader, pieces: list[Sequence[int]]
+                             ) -> tuple[list[list[StoredRecord]], list[tuple[str, bytes, bool]]]:
+        """Fetch, pack and sign one round of backlog: its (records per message, messages)."""
         wanted = [seq for piece in pieces for seq in piece]
         found = await asyncio.to_thread(reader.fetch_rows, wanted)
         now = self.clock()
@@ -333,8 +388,7 @@ class Forwarder:
             for pack, message in self.packs_for([found[s] for s in piece if s in found], now):
                 packs.append(pack)
                 messages.append(message)
-        del found  # the bodies are in the signed payloads now
-        await self._publish(packs, messages, defer_delete=True)
+        return packs, messages  # the bodies are in the signed payloads now
 
     async def _idle(self) -> None:
         wake = asyncio.ensure_future(self._wake.wait())
@@ -349,11 +403,6 @@ class Forwarder:
         if lost in done:
             raise DisconnectedError("connection to the broker lost while idle")
 
-    async def _send(self, batch: list[StoredRecord]) -> None:
-        now = self.clock()
-        messages = [self.message_for(record, now) for record in batch]
-        await self._publish([[record] for record in batch], messages, defer_delete=True)
-
     async def _publish(self, packs: Sequence[Sequence[StoredRecord]],
                        messages: Sequence[tuple[str, bytes, bool]], *,
                        defer_delete: bool = False) -> None:
@@ -363,10 +412,8 @@ class Forwarder:
         With ``defer_delete`` the delete runs in the background (one at a time) so the next
         round overlaps it; ``_flush_deletes`` waits for it.
         """
-        results = await asyncio.gather(
-            *(self.publisher.publish(topic, payload) for topic, payload, _ in messages),
-            return_exceptions=True,
-        )
+        results = await self.publisher.publish_all(
+            [(topic, payload) for topic, payload, _ in messages])
         acked: list[StoredRecord] = []
         for pack, (_, _, hist), result in zip(packs, messages, results, strict=True):
             if result is not None:

@@ -40,7 +40,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -112,29 +112,40 @@ def status_payload(key: SigningKey, state: str, session: int, ts: int) -> bytes:
     return sign1(body, key, CONTENT_CBOR)
 
 
-_PUBACK_OK: Final = paho.ReasonCode(paho.PacketTypes.PUBACK, "Success")
+# The PUBACK reason codes that mean "accepted" (MQTT v5 §3.4.2.1): Success, and No matching
+# subscribers (0x10), which Mosquitto sends while nobody subscribes to the topic.
+_PUBACK_ACCEPTED: Final = {code: paho.ReasonCode(paho.PacketTypes.PUBACK, identifier=code)
+                           for code in (0x00, 0x10)}
+_PUBACK_OK: Final = _PUBACK_ACCEPTED[0x00]
 _NO_PROPERTIES: Final = paho.Properties(paho.PacketTypes.PUBACK)
 
 
 def _fast_puback(client: paho.Client) -> None:
-    """Let ``client`` take a plain successful PUBACK without building a ReasonCode and a
+    """Let ``client`` take a plain accepting PUBACK without building a ReasonCode and a
     Properties object for it (most of paho's cost per acknowledged message).
 
     Only a PUBACK that is just the packet id (MQTT v5 §3.4.2.1: reason code and properties
-    omitted when Success with none; always so in 3.1.1), or an explicit Success with no
-    properties, takes this path; anything else (a refusal, properties) goes paho's own way.
+    omitted when Success with none; always so in 3.1.1), or an explicit Success / No matching
+    subscribers with no properties, takes this path (with the same reason code paho would
+    give); anything else (a refusal, properties) goes paho's own way.
     """
     handle = client._handle_pubackcomp
 
     def pubackcomp(cmd: Any) -> Any:
         packet = client._in_packet["packet"]
-        if cmd != "PUBACK" or not (len(packet) == 2 or (len(packet) == 3 and packet[2] == 0)
-                                   or (len(packet) == 4 and packet[2] == 0 and packet[3] == 0)):
+        size = len(packet)
+        if size == 2:
+            reason = _PUBACK_OK
+        elif cmd == "PUBACK" and (size == 3 or (size == 4 and packet[3] == 0)):
+            reason = _PUBACK_ACCEPTED.get(packet[2])
+        else:
+            reason = None
+        if reason is None or cmd != "PUBACK":
             return handle(cmd)
         mid = packet[0] << 8 | packet[1]
         with client._out_message_mutex:
             if mid in client._out_messages:
-                return client._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+                return client._do_on_publish(mid, reason, _NO_PROPERTIES)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     client._handle_pubackcomp = pubackcomp  # type: ignore[method-assign]
@@ -206,6 +217,54 @@ class _AckingClient(aiomqtt.Client):
         else:
             async with self._window:
                 await self._publish_acked(topic, payload, retain=retain, timeout=timeout)
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes]], *,
+                          timeout: float) -> list[BaseException | None]:
+        """QoS 1 publishes of (topic, payload), handed to paho in order and waited for
+        together: per message None at its PUBACK, or the PublisherError it failed with.
+
+        One future per message and one wait for the window (no task and no timeout per
+        message); with the server's Receive Maximum in force each goes ``publish_acked``'s
+        way instead."""
+        if self._window is not None:
+            return await asyncio.gather(
+                *(self.publish_acked(topic, payload, retain=False, timeout=timeout)
+                  for topic, payload in messages), return_exceptions=True)
+        outcomes: list[BaseException | asyncio.Future[None]] = []
+        sent: list[tuple[int, asyncio.Future[None]]] = []
+        publish, create_future, acks = self._client.publish, self._loop.create_future, self._acks
+        for topic, payload in messages:
+            if self._disconnected.done():
+                outcomes.append(DisconnectedError("not connected to the broker"))
+                continue
+            info = publish(topic, payload, 1, False)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                outcomes.append(DisconnectedError(
+                    f"publish on {topic} not sent: {paho.error_string(info.rc)}"))
+                continue
+            future: asyncio.Future[None] = create_future()
+            acks[info.mid] = (topic, future)
+            outcomes.append(future)
+            sent.append((info.mid, future))
+        try:
+            if sent:
+                await asyncio.wait([future for _, future in sent], timeout=timeout)
+        finally:
+            for mid, future in sent:
+                entry = acks.get(mid)
+                if entry is not None and entry[1] is future:
+                    del acks[mid]
+        results: list[BaseException | None] = []
+        for (topic, _), outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                results.append(outcome)
+            elif not outcome.done():
+                outcome.cancel()
+                results.append(PublishTimeoutError(
+                    f"no PUBACK for {topic} within {timeout:.0f} s"))
+            else:
+                results.append(outcome.exception())
+        return results
 
     async def _publish_acked(self, topic: str, payload: bytes, *, retain: bool,
                              timeout: float) -> None:
@@ -424,6 +483,16 @@ class Publisher:
         await asyncio.wait((lost,))
         if not lost.cancelled():
             lost.exception()
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes]]
+                          ) -> list[BaseException | None]:
+        """Publish every (topic, payload) at QoS 1 at once, in order; per message None once
+        the broker acknowledged it, else the PublisherError it failed with (DisconnectedError,
+        PublishTimeoutError, PublishRejectedError): not delivered."""
+        client = self._client
+        if client is None:
+            return [DisconnectedError("not connected to the broker") for _ in messages]
+        return await client.publish_all(messages, timeout=self.publish_timeout)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and return once the broker acknowledged it (PUBACK).
