@@ -8,8 +8,9 @@ import sys
 SUITES = (
     ("Uplink payload size against Cayenne LPP", "bench.payload_size"),
     ("Gateway pipeline stages", "bench.gateway_pipeline"),
-    ("Semtech UDP uplinks: front end alone and agent to broker PUBACK", "bench.semtech_udp"),
-    ("Gateway end to end: throughput, latency, backlog drain, memory", "bench.gateway_e2e"),
+    ("Semtech UDP front end alone: PUSH_DATA in -> frames out, no target", "bench.semtech_udp"),
+    ("Gateway agent against the brief: uplinks/s, p99, backlog drain, memory",
+     "bench.gateway_e2e"),
     ("Class C command: gateway processing latency, airtime aside", "bench.command_latency"),
     ("Node heap peak per role in the MicroPython VM (code in RAM and working heap)", "bench.node_heap"),
     ("Node compiled .mpy size per role (only the files the role's board runs)", "bench.node_size"),

@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import aiomqtt
 
-from bench.gateway_e2e import percentile, private_broker
+from bench.gateway_rig import percentile, private_broker
 from cityedge.hypervisor import build_command, publish_command, sign_command
 from gateway.agent import Agent
 from gateway.config import CommandsConfig, GatewayConfig, TrustedKey, default_config

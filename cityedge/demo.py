@@ -1,7 +1,11 @@
 """`cityedge demo`: a simulated district end to end on embedded defaults.
 
 Broker, gateway agent, MicroPython nodes on a simulated LoRa channel, and the hypervisor's view of
-what arrives, each message's signature verified. Ctrl-C stops everything cleanly.
+what arrives, each message's signature verified. The demo's operator commands the district as a
+hypervisor does: commands signed with its own key (trusted by the demo gateway's
+``[[commands.keys]]``), published on ``cmd/{dev}`` and ``cmd-group/{street}``, their statuses
+(accepted, queued, sent, acked with the node's answer) followed in the live view. Ctrl-C stops
+everything cleanly.
 """
 
 from __future__ import annotations
@@ -26,17 +30,28 @@ from rich.table import Table
 from rich.text import Text
 
 from cityedge.broker import EmbeddedBroker
-from cityedge.hypervisor import HypervisorMessage, messages
+from cityedge.hypervisor import (
+    HypervisorMessage,
+    StatusUpdate,
+    build_command,
+    messages,
+    publish_command,
+    sign_command,
+    status_update,
+)
+from cityedge.hypervisor.messages import INBOUND_KINDS
 from gateway.agent import Agent
-from gateway.config import default_config
-from gateway.keys import generate_signing_key
+from gateway.config import CommandsConfig, GatewayConfig, TrustedKey, default_config
+from gateway.keys import SigningKey, generate_signing_key
 from gateway.radio.sim import SimFrontEnd
 from gateway.store import Store
-from protocol.payload import encode_command
 from sim.clock import VirtualClock
 from sim.district import ROLE_CYCLE, District, mixed_specs
 
 log = logging.getLogger("cityedge.demo")
+
+STREET = "rue-de-la-demo"  # the demo's lighting cabinets, one [groups] entry
+OPERATOR = "demo-operator"  # the operator key's name in the demo gateway's config
 
 
 @dataclass
@@ -109,6 +124,8 @@ class View:
                                 n.spec.activation, joined=n.spec.activation == "abp")
             for n in district.nodes}
         self.commands: dict[tuple[str, int], str] = {}
+        self.issued: dict[str, str] = {}  # command id -> what the operator asked
+        self.command_counts: dict[str, int] = {}  # final status -> commands (per device)
         self.status: HypervisorMessage | None = None
         self.unverified = 0
         self.total = 0
@@ -118,12 +135,19 @@ class View:
         self.first_reading_s: float | None = None
 
     def add(self, msg: HypervisorMessage) -> None:
-        """Take one message (verified or not) into the table."""
+        """Take one message (verified or not) into the table; the operators' own commands
+        going in (cmd/, cmd-group/) are not the gateway's and are left out."""
+        if msg.kind in INBOUND_KINDS:
+            return
         self.total += 1
         if not msg.verified:
             self.unverified += 1
         if msg.kind == "status":
             self.status = msg
+        elif msg.kind == "cmd-status":
+            update = status_update(msg)
+            if update is not None:
+                self.command_status(update)
         elif msg.dev_eui:
             row = self.rows.setdefault(msg.dev_eui, Row("?", "?", "?", "?"))
             row.count += 1
@@ -136,8 +160,9 @@ class View:
                 self.joins += 1
             elif "cmd_seq" in v:
                 self.acks += 1
-                what = self.commands.get((msg.dev_eui, int(v["cmd_seq"])), f"#{v['cmd_seq']}")
-                row.command = f"{what} -> {v.get('cmd_result')}"
+                what = self.commands.get((msg.dev_eui, int(v["cmd_seq"])))
+                if what is not None:  # a command followed by its statuses shows those
+                    row.command = f"{what} -> {v.get('cmd_result')}"
             elif "supply" in v:
                 row.health = v
             elif msg.kind == "up" and v:
@@ -156,6 +181,26 @@ class View:
         row = self.rows.get(dev_eui)
         if row is not None:
             row.command = f"{text} -> queued"
+
+    def command_issued(self, cmd_id: str, devices: list[str], text: str) -> None:
+        """Note a command the operator published, shown on its devices' rows until its
+        statuses arrive."""
+        self.issued[cmd_id] = text
+        for dev in devices:
+            row = self.rows.get(dev)
+            if row is not None:
+                row.command = f"{text}: published"
+
+    def command_status(self, u: StatusUpdate) -> None:
+        """One verified status of a command on one device: the row shows the latest."""
+        row = self.rows.get(u.target)
+        if row is None:
+            return
+        text = self.issued.get(u.cmd_id) or u.action or u.cmd_id or "command"
+        why = " ".join(x for x in (u.reason, u.answer) if x)
+        row.command = f"{text}: {u.status}" + (f" {why}" if why else "")
+        if u.final:
+            self.command_counts[u.status] = self.command_counts.get(u.status, 0) + 1
 
     def render(self) -> Group:
         """The live table and its footer."""
@@ -193,11 +238,18 @@ class View:
             f"virtual time {virt} ({speed})  gateway {gw}  joins {c['joins']}  "
             f"accepted {c['accepted']}  rejected "
             f"{sum(v for k, v in c.items() if k.startswith('rejected_'))}  downlinks "
-            f"{c['downlinks_sent']}  acks {self.acks}\n"
+            f"{c['downlinks_sent']}  node answers {self.acks}  commands "
+            f"{self.command_summary()}\n"
             f"on air: sent {ch.sent} lost {ch.lost_sensitivity + ch.lost_collision}  "
             f"messages {self.total} (unverified {self.unverified})  {first}   Ctrl-C to stop"
         )
         return Group(t, foot)
+
+    def command_summary(self) -> str:
+        """How the commands followed so far ended, per device (e.g. "acked 12")."""
+        done = self.command_counts
+        return (", ".join(f"{k} {v}" for k, v in sorted(done.items())) if done
+                else "none finished yet")
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -207,51 +259,76 @@ def _fmt(value: object, digits: int) -> str:
 
 
 class Operator:
-    """The demo's operator: dims the Class C cabinets and waters the soil nodes now and then,
-    through the gateway's network side, as the hypervisor's commands would."""
+    """The demo's control centre: every few virtual minutes it dims the street (one group
+    command to every lighting cabinet) and waters each soil plot, each command signed with the
+    operator key and published on the gateway's command topics, as the hypervisor does; the
+    view follows the statuses the gateway publishes."""
 
     DIM_LEVELS = (40, 70, 20, 100)
-    EVERY_S = 240.0  # virtual seconds between two commands to one node
+    EVERY_S = 240.0  # virtual seconds between two commands to one target
+    LIFETIME_S = 900  # each command's exp - iat
 
-    def __init__(self, agent: Agent, district: District, view: View, clock: VirtualClock) -> None:
-        self.agent = agent
+    def __init__(self, key: SigningKey, prefix: str, district: District, view: View,
+                 clock: VirtualClock) -> None:
+        self.key = key
+        self.prefix = prefix
         self.view = view
         self.clock = clock
-        self.specs = {n.spec.dev_eui: n.spec for n in district.nodes}
+        lamps = [n.spec.dev_eui for n in district.nodes if n.spec.role == "lighting"]
+        # (kind, topic target, devices it reaches)
+        self.targets: list[tuple[str, str, list[str]]] = [("cmd-group", STREET, lamps)] \
+            if lamps else []
+        self.targets += [("cmd", n.spec.dev_eui, [n.spec.dev_eui]) for n in district.nodes
+                         if n.spec.role == "soil"]
         self.next_at: dict[str, float] = {}
-        self.seq: dict[str, int] = {}
         self.rounds: dict[str, int] = {}
 
-    async def run(self) -> None:
-        """Every half second (wall), queue what is due."""
+    async def run(self, host: str, port: int) -> None:
+        """Every half second (wall), publish what is due; reconnect if the broker drops."""
         while True:
-            await asyncio.sleep(0.5)
-            with contextlib.suppress(Exception):  # a device without session yet: next time
-                self.tick()
+            try:
+                async with aiomqtt.Client(host, port, identifier="cityedge-demo-operator") \
+                        as client:
+                    while True:
+                        await asyncio.sleep(0.5)
+                        await self.tick(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("operator: broker link lost (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
 
-    def tick(self) -> None:
-        """Queue the commands due now."""
+    async def tick(self, client: aiomqtt.Client) -> None:
+        """Sign and publish the commands due now (once every device of a target reports)."""
         now = self.clock.epoch()
-        for dev, spec in self.specs.items():
-            row = self.view.rows.get(dev)
-            if spec.role not in ("lighting", "soil") or row is None or not row.readings:
+        for kind, target, devices in self.targets:
+            if now < self.next_at.get(target, 0.0):
                 continue
-            if now < self.next_at.get(dev, 0.0):
+            if not all(self.view.rows[d].readings for d in devices if d in self.view.rows):
                 continue
-            n = self.rounds.get(dev, 0)
-            seq = (self.seq.get(dev, 0) + 1) % 256
-            if spec.role == "lighting":
+            n = self.rounds.get(target, 0)
+            if kind == "cmd-group":
                 level = self.DIM_LEVELS[n % len(self.DIM_LEVELS)]
-                cmd = {"cmd": "dim", "seq": seq, "level": level, "ramp_s": 2}
-                text = f"dim {level} %"
+                action, args, text = "dim", {"level": level, "ramp_s": 2}, f"dim {level} %"
             else:
-                cmd = {"cmd": "valve_open", "seq": seq, "seconds": 60}
-                text = "valve open 60 s"
-            self.agent.network.queue_downlink(dev, 40, encode_command(cmd))
-            self.seq[dev] = seq
-            self.rounds[dev] = n + 1
-            self.next_at[dev] = now + self.EVERY_S
-            self.view.command_sent(dev, seq, text)
+                action, args, text = "valve_open", {"seconds": 60}, "valve open 60 s"
+            command = build_command(action, args, target, kind=kind,  # type: ignore[arg-type]
+                                    now=now, expires_in=self.LIFETIME_S)
+            self.view.command_issued(command["id"], devices, text)
+            await publish_command(client, self.prefix, kind,  # type: ignore[arg-type]
+                                  target, sign_command(self.key, command))
+            self.rounds[target] = n + 1
+            self.next_at[target] = now + self.EVERY_S
+
+
+def operator_config(config: GatewayConfig, district: District, key_dir: Path
+                    ) -> tuple[GatewayConfig, SigningKey]:
+    """The demo gateway's config trusting a fresh operator key (written in ``key_dir``, its
+    public half named by a [[commands.keys]] entry) and grouping the lighting cabinets."""
+    key_path = key_dir / "operator-key.pem"
+    key = generate_signing_key(key_path, force=True)
+    trusted = TrustedKey(OPERATOR, key_path.with_name(key_path.name + ".pub"), ("*",), ("*",))
+    lamps = tuple(n.spec.dev_eui for n in district.nodes if n.spec.role == "lighting")
+    return dataclasses.replace(config, commands=CommandsConfig(keys=(trusted,)),
+                               groups={STREET: lamps} if lamps else {}), key
 
 
 async def run_demo(opts: DemoOptions) -> int:
@@ -274,6 +351,7 @@ async def run_demo(opts: DemoOptions) -> int:
     for spec in mixed_specs(n_nodes, otaa=True, interval_s=opts.interval_s):
         district.add_node(spec)
     district.register(store)
+    config, operator_key = operator_config(config, district, workdir / "operator")
     mix = ", ".join(f"{sum(1 for n in district.nodes if n.spec.role == r)} {r}"
                     for r in ("air", "noise", "soil", "lighting")
                     if any(n.spec.role == r for n in district.nodes))
@@ -303,8 +381,9 @@ async def run_demo(opts: DemoOptions) -> int:
         view = View(agent, district, clock, live=opts.live)
         view.started = started
         agent_task = asyncio.create_task(agent.run(), name="gateway")
-        operator = Operator(agent, district, view, clock)
-        op_task = asyncio.create_task(operator.run(), name="operator") if opts.commands else None
+        operator = Operator(operator_key, config.mqtt.prefix, district, view, clock)
+        op_task = (asyncio.create_task(operator.run(host, port_n), name="operator")
+                   if opts.commands else None)
         try:
             await asyncio.wait_for(_watch(view, host, port_n, key, console, opts),
                                    timeout=opts.duration_s)
@@ -320,7 +399,8 @@ async def run_demo(opts: DemoOptions) -> int:
     first = (f"first verified reading {view.first_reading_s:.1f} s after start"
              if view.first_reading_s is not None else "no reading yet")
     console.print(f"stopped. {view.total} messages, {view.unverified} unverified, "
-                  f"{view.joins} joins, {view.acks} command acks; {first}.")
+                  f"{view.joins} joins, commands {view.command_summary()} "
+                  f"({view.acks} node answers); {first}.")
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if view.unverified == 0 else 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -63,6 +64,10 @@ class Agent:
         self.store = store or Store.open(config.store.path)
         self.frontend = (frontend if frontend is not None
                          else open_frontend(config, counters=self.counters))
+        # One clock for the whole gateway, the front end's (virtual time in the sim, where the
+        # uplinks are stamped with it): command iat/exp, statuses, the rules, the backlog's
+        # historical mark and retention then agree with the records' own times.
+        self.clock: Callable[[], float] = getattr(self.frontend, "now", time.time)
         # A concentrator hears the usual 8 EU868 channels: announce the 5 extra ones in the
         # CFList unless [lorawan] cflist_mhz says otherwise. Single-channel front ends (sx127x)
         # and the sim's concentrator hear only the default channels, so their devices keep to
@@ -77,14 +82,14 @@ class Agent:
                                        rx2_dr=lw.rx2_dr, rx_delay_s=lw.rx_delay_s,
                                        cflist_hz=tuple(cflist)),
             transmit=getattr(self.frontend, "send", None),
-            # the front end's clock (virtual time in the sim): Class C timing uses it
-            clock=getattr(self.frontend, "now", time.time),
+            clock=self.clock,  # Class C timing: the front end's timestamps
         )
         self.forwarder: Forwarder | None = None
-        self.intake = Intake(config, self.store, self.counters)
+        self.intake = Intake(config, self.store, self.counters, clock=self.clock)
         self.dispatcher = Dispatcher(
             self.network, self.store, config.gateway.id, self.counters,
-            answer_timeout_s=config.commands.answer_timeout_s, notify=self._notify)
+            answer_timeout_s=config.commands.answer_timeout_s, notify=self._notify,
+            clock=self.clock)
         self.subscriber: CommandSubscriber | None = None
         # Watering rules (gateway.rules.watering.WateringRules): on_uplink(dev_eui, role,
         # readings, received_at) for every accepted uplink, tick() on a timer, and the
@@ -95,8 +100,7 @@ class Agent:
 
             self.rules = WateringRules(
                 config.rules.watering, config.groups, self.store, config.gateway.id,
-                self.counters, submit=self.dispatcher.submit,
-                clock=getattr(self.frontend, "now", time.time))
+                self.counters, submit=self.dispatcher.submit, clock=self.clock)
         self.started = asyncio.Event()
         # Held while a group is checked and committed, so a registry reload never lands between
         # the network side's checks and the commit of what they accepted.
@@ -149,7 +153,7 @@ class Agent:
             self.forwarder = Forwarder(
                 self.store, publisher, self.key, self.config.gateway.id, publisher.prefix,
                 historical_after_s=self.config.forward.backlog_historical_after_s,
-                batch_size=self.config.forward.batch_size,
+                batch_size=self.config.forward.batch_size, clock=self.clock,
             )
             self.subscriber = CommandSubscriber(publisher.prefix, self.intake, self.dispatcher,
                                                 self.counters, submit=self.submit_commands)
@@ -180,8 +184,8 @@ class Agent:
         while True:
             try:
                 result = await asyncio.to_thread(
-                    self.store.enforce_retention, cfg.max_records, cfg.max_age_days * 86400.0
-                )
+                    self.store.enforce_retention, cfg.max_records, cfg.max_age_days * 86400.0,
+                    now=self.clock())
             except Exception as exc:  # noqa: BLE001 - a failing clean-up must not stop reception
                 log.error("retention failed: %s", exc)
             else:

@@ -96,7 +96,6 @@ class CommandDistrict(MixedDistrict):
         self.lamps = [s.dev_eui for s in specs if s.role == "lighting"]
         self.soil = specs[-1].dev_eui
         super().__init__(tmp, broker, specs)
-        _one_clock(self)
         self.valve_log: list[tuple[float, str]] = []  # (virtual time, "open"/"closed")
         self.valve.listeners.append(lambda state: self.valve_log.append((self.clock.epoch(),
                                                                          state)))
@@ -148,32 +147,6 @@ class CommandDistrict(MixedDistrict):
         finally:
             done.set()
             await task
-
-
-def _one_clock(m: CommandDistrict) -> None:
-    """TEMPORARY (until gateway/agent.py passes the front end's clock to every part)."""
-    from gateway.commands.intake import Intake
-    from gateway.rules.watering import WateringRules
-
-    import gateway.agent as agent_module
-    from gateway.uplink.forwarder import Forwarder
-
-    agent = m.agent
-    clock = m.frontend.now
-
-    class ClockedForwarder(Forwarder):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, clock=clock, **kwargs)
-
-    agent_module.Forwarder = ClockedForwarder  # type: ignore[misc]
-    retention = m.store.enforce_retention
-    m.store.enforce_retention = lambda n, age: retention(n, age, now=clock())  # type: ignore
-    agent.intake = Intake(agent.config, agent.store, agent.counters, clock=clock)
-    agent.dispatcher.clock = clock
-    if agent.rules is None:
-        agent.rules = WateringRules(agent.config.rules.watering, agent.config.groups,
-                                    agent.store, agent.config.gateway.id, agent.counters,
-                                    submit=agent.dispatcher.submit, clock=clock)
 
 
 @dataclasses.dataclass
