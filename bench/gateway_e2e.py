@@ -1,250 +1,156 @@
-"""The gateway end to end on this machine, against a private Mosquitto, measured vs. the brief.
+"""The gateway agent against the brief's four figures on this machine (issue 4, BRIEF.md
+"Numbers the product must reach"), each measured once and printed with its target:
 
-Four figures (BRIEF.md, "Numbers the product must reach"):
-
-1. uplinks/s from Semtech UDP PUSH_DATA in to the broker's PUBACK, the agent on one core (one
-   asyncio process; the packet forwarder side is pre-encoded datagrams sent from the same loop
-   with flow control, so nothing is lost in the socket buffer);
-2. p50/p99 latency from the datagram sent to the PUBACK at an offered 1,000 uplinks/s;
+1. uplinks/s from Semtech UDP PUSH_DATA in to the broker's PUBACK, the agent on one core (CPU 0);
+2. p50/p99 latency at an offered 1,000 uplinks/s, from the datagram's arrival at the agent
+   (``RxFrame.received_at``, kept by the store as ``created_at``) to the PUBACK of its record;
 3. the drain rate of a backlog of one million records (10,000 devices, 100 records each,
    interleaved as an outage leaves them), by the agent's forwarder once the broker is back;
 4. the agent's resident memory (VmRSS) with 10,000 nodes registered and the million records
    buffered (broker down), and its peak (VmHWM) after draining them.
 
-3 and 4 run in a child process (``python -m bench.gateway_e2e child ...``) so that its memory is
-the agent's alone. Each figure is printed with its target and whether it is met, as measured.
+For 1 and 2 a packet forwarder in its own process on CPU 1 sends pre-encoded datagrams (in a
+deployment it is another machine), so the agent's CPU time is its own. 3 and 4 run the agent in a
+child process (``python -m bench.gateway_e2e child ...``) so that its memory is the agent's alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.gateway_rig import (
+    AGENT_CPU,
+    GW,
+    Node,
+    PacketForwarder,
+    gateway_config,
+    load_average,
+    loop_name,
+    make_nodes,
+    percentile,
+    pinned,
+    private_broker,
+    push_data,
+    register,
+    run,
+    start_broker,
+    uplinks,
+    verdict,
+)
 from gateway.agent import Agent
-from gateway.config import GatewayConfig, GatewaySection, SemtechUdpConfig, default_config
+from gateway.config import GatewayConfig, default_config
 from gateway.keys import generate_signing_key, load_signing_key
-from gateway.store import Device, NewRecord, Store
+from gateway.store import NewRecord, Store
 from gateway.store.model import StoredRecord
 from gateway.uplink.senml import encode_pack
-from protocol import lorawan
 from protocol import payload as codec
 
-GW = "b827ebfffe0be7c4"
-EUI_BASE = "70b3d57ed0"
 TARGET_UPLINKS_S = 10_000
 TARGET_P99_MS = 20.0
 TARGET_DRAIN_S = 50_000
 TARGET_RSS_MB = 60.0
 THROUGHPUT_UPLINKS = 30_000
 THROUGHPUT_NODES = 1_000
+RXPK_PER_DATAGRAM = 8
 LATENCY_RATE = 1_000
 LATENCY_SECONDS = 10
 BACKLOG_NODES = 10_000
 BACKLOG_RECORDS = 1_000_000
 if os.environ.get("CITYEDGE_BENCH_QUICK"):  # a smoke run of the bench itself, not the figures
     THROUGHPUT_UPLINKS, LATENCY_SECONDS, BACKLOG_RECORDS = 4_000, 2, 100_000
-RXPK_PER_DATAGRAM = 8
-
-
-_DEFAULT_LOOP = GatewaySection.__dataclass_fields__["event_loop"].default
-
-
-def _run(main: Any) -> Any:
-    """Run ``main`` on the agent's default event loop (``[gateway] event_loop``; the
-    environment's CITYEDGE_EVENT_LOOP=asyncio|uvloop picks one, to compare them)."""
-    from gateway.service import run_on_loop
-
-    return run_on_loop(main, os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
-
-
-def _loop_name() -> str:
-    from gateway.service import event_loop_factory
-
-    factory = event_loop_factory(os.environ.get("CITYEDGE_EVENT_LOOP") or _DEFAULT_LOOP)
-    return factory.__module__.split(".")[0]
-
-
-# ------------------------------------------------------------------------- broker
-
-
-@contextmanager
-def private_broker(directory: Path) -> Iterator[Any]:
-    """A Mosquitto of our own on a free port (never the shared 1883), as the tests start one."""
-    from tests.fixtures.mosquitto import Broker, _base_lines, find_mosquitto, free_port
-
-    if find_mosquitto() is None:
-        raise SystemExit("mosquitto is not installed: make mosquitto")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    broker = Broker(host="127.0.0.1", port=port, directory=directory,
-                    config_lines=_base_lines(directory, port) + ["allow_anonymous true"])
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.kill()
-
-
-# ------------------------------------------------------------------------- nodes and frames
-
-
-@dataclasses.dataclass
-class Node:
-    """An ABP node of the benchmark: identity, keys, next frame counter."""
-
-    dev_eui: str
-    dev_addr: int
-    nwk_s_key: bytes
-    app_s_key: bytes
-    fcnt: int = 0
-
-
-def make_nodes(count: int) -> list[Node]:
-    """``count`` nodes with fresh random session keys."""
-    return [Node(f"{EUI_BASE}{i:06x}", 0x26000000 + i, os.urandom(16), os.urandom(16))
-            for i in range(count)]
-
-
-def register(store: Store, nodes: Sequence[Node]) -> None:
-    """Register ``nodes`` in the store's device registry."""
-    for node in nodes:
-        store.upsert_device(Device(dev_eui=node.dev_eui, role="air",
-                                   dev_addr=f"{node.dev_addr:08x}", nwk_s_key=node.nwk_s_key,
-                                   app_s_key=node.app_s_key))
-
-
-def next_uplink(aes: Any, node: Node) -> tuple[bytes, str]:
-    """The node's next air-quality uplink (PHYPayload) and the rid the gateway will give it."""
-    node.fcnt += 1
-    port, data = codec.encode_uplink("air", {"temperature": 21.37, "humidity": 48.2,
-                                             "pm2_5": 12.0, "battery": 3.01})
-    phy = lorawan.build_data_frame(aes, lorawan.MTYPE_UNCONFIRMED_UP, node.dev_addr, node.fcnt,
-                                   port, data, node.nwk_s_key, node.app_s_key)
-    return phy, f"{GW}:{node.dev_eui}:{node.fcnt}"
-
-
-def push_data(token: int, phys: Sequence[bytes]) -> bytes:
-    """A PUSH_DATA datagram carrying ``phys`` as rxpk entries (Semtech UDP protocol v2)."""
-    from gateway.radio.semtech_udp import encode_push_data
-    from sim.packet_forwarder import rxpk
-
-    tmst = int(time.monotonic() * 1e6)
-    return encode_push_data(token & 0xFFFF, "0016c001ff10a235",
-                            [rxpk(phy, tmst=tmst + i, rssi_dbm=-90, snr_db=7.5)
-                             for i, phy in enumerate(phys)])
-
-
-def gateway_config(data: Path, broker: Any) -> GatewayConfig:
-    """The agent's configuration: semtech-udp on a free local port, the private broker."""
-    cfg = default_config(GW, data, frontend="semtech-udp")
-    return dataclasses.replace(
-        cfg,
-        mqtt=dataclasses.replace(cfg.mqtt, host=broker.host, port=broker.port),
-        radio=dataclasses.replace(cfg.radio, semtech_udp=SemtechUdpConfig("127.0.0.1", 0)),
-    )
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 # ------------------------------------------------------------------------- 1 and 2: live
 
 
-async def live_figures(tmp: Path, broker: Any) -> dict[str, Any]:
+class _Acks:
+    """The forwarder's ``on_acked`` hook: records acknowledged, and each one's latency."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.latencies: list[float] = []  # seconds, arrival -> PUBACK
+
+    def __call__(self, records: Sequence[StoredRecord]) -> None:
+        now = time.time()  # the clock of RxFrame.received_at
+        self.count += len(records)
+        self.latencies.extend(now - r.created_at for r in records)
+
+    async def until(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` records are acknowledged (False after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.count < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.count >= n
+
+
+async def live_figures(tmp: Path, port: int) -> dict[str, Any]:
     """Throughput to PUBACK and latency at 1,000 uplinks/s, through the semtech-udp front end."""
-    cfg = gateway_config(tmp / "live", broker)
+    cfg = gateway_config(tmp / "live", port)
     key = generate_signing_key(Path(cfg.gateway.signing_key))
     nodes = make_nodes(THROUGHPUT_NODES)
     with Store.open(cfg.store.path) as store:
         register(store, nodes)
+    full_rate = push_data(uplinks(nodes, THROUGHPUT_UPLINKS), RXPK_PER_DATAGRAM)
+    paced_total = LATENCY_RATE * LATENCY_SECONDS
+    paced = push_data(uplinks(nodes, paced_total), 1)
     agent = Agent(cfg, signing_key=key)
-    aes = lorawan.default_aes()
-    sent_at: dict[str, float] = {}
-    acked_at: dict[str, float] = {}
-
-    def on_acked(records: Sequence[StoredRecord]) -> None:
-        now = time.perf_counter()
-        for record in records:
-            acked_at[record.rid] = now
-
+    acks = _Acks()
     task = asyncio.create_task(agent.run())
-    await asyncio.wait_for(agent.started.wait(), 10)
-    forwarder = agent.forwarder
-    assert forwarder is not None
-    forwarder.on_acked = on_acked
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect(agent.frontend.address[:2])
     out: dict[str, Any] = {}
     try:
-        # 1. throughput: pre-encoded datagrams, at most 4,096 uplinks not yet checked
-        uplinks = [next_uplink(aes, nodes[i % len(nodes)]) for i in range(THROUGHPUT_UPLINKS)]
-        datagrams = [push_data(n, [phy for phy, _ in uplinks[i:i + RXPK_PER_DATAGRAM]])
-                     for n, i in enumerate(range(0, len(uplinks), RXPK_PER_DATAGRAM))]
+        await asyncio.wait_for(agent.started.wait(), 10)
+        forwarder = agent.forwarder
+        assert forwarder is not None
+        forwarder.on_acked = acks
+        while not forwarder.stats.connected:
+            await asyncio.sleep(0.01)
+        server = agent.frontend.address[:2]
+
+        # 1. throughput: as fast as the agent acknowledges PUSH_DATA
         base_msgs, base_packs = forwarder.stats.messages, forwarder.stats.packs
+        out["throughput_load"] = load_average()
         start, cpu0 = time.perf_counter(), time.process_time()
-        sent = 0
-        for datagram in datagrams:
-            while sent - agent.counters["accepted"] > 4096:
-                await asyncio.sleep(0.0005)
-            sock.send(datagram)
-            sent += RXPK_PER_DATAGRAM
-            await asyncio.sleep(0)
-        while len(acked_at) < len(uplinks):
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - start
-        out["throughput"] = len(uplinks) / elapsed
-        out["throughput_cpu_us"] = (time.process_time() - cpu0) / len(uplinks) * 1e6
+        sender = PacketForwarder(server, full_rate)
+        ok = await acks.until(THROUGHPUT_UPLINKS, timeout=600)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        out["throughput_acks_lost"] = sender.lost()
+        out["throughput"] = acks.count / elapsed if ok else 0.0
+        out["throughput_cpu_us"] = cpu / max(acks.count, 1) * 1e6
         out["throughput_messages"] = forwarder.stats.messages - base_msgs
         out["throughput_packs"] = forwarder.stats.packs - base_packs
-        out["rejected"] = sum(v for k, v in agent.counters.items() if k.startswith("rejected"))
+        out["throughput_load_after"] = load_average()
 
         # 2. latency at an offered 1,000 uplinks/s, one rxpk per datagram as they arrive
-        acked_at.clear()
+        acks.count, acks.latencies = 0, []
         base_hist = forwarder.stats.historical
-        total = LATENCY_RATE * LATENCY_SECONDS
-        uplinks = [next_uplink(aes, nodes[i % len(nodes)]) for i in range(total)]
-        datagrams = [push_data(i, [phy]) for i, (phy, _) in enumerate(uplinks)]
-        start, cpu0 = time.perf_counter(), time.process_time()
-        for i, datagram in enumerate(datagrams):
-            due = start + i / LATENCY_RATE
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent_at[uplinks[i][1]] = time.perf_counter()
-            sock.send(datagram)
-        deadline = time.perf_counter() + 30
-        while len(acked_at) < total and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        out["latency_cpu_us"] = (time.process_time() - cpu0) / total * 1e6
-        latencies = [(acked_at[rid] - t) * 1000 for rid, t in sent_at.items() if rid in acked_at]
+        out["latency_load"] = load_average()
+        cpu0 = time.process_time()
+        sender = PacketForwarder(server, paced, window=1, rate_per_s=LATENCY_RATE)
+        await acks.until(paced_total, timeout=LATENCY_SECONDS * 10 + 60)
+        out["latency_cpu_us"] = (time.process_time() - cpu0) / paced_total * 1e6
+        out["latency_acks_lost"] = sender.lost()
+        latencies = [s * 1000 for s in acks.latencies]
         out["latency_n"] = len(latencies)
-        out["latency_lost"] = total - len(latencies)
-        out["p50"] = percentile(latencies, 50)
-        out["p99"] = percentile(latencies, 99)
-        out["max"] = max(latencies)
+        out["latency_lost"] = paced_total - len(latencies)
+        out["p50"] = percentile(latencies, 50) if latencies else float("nan")
+        out["p99"] = percentile(latencies, 99) if latencies else float("nan")
+        out["max"] = max(latencies, default=float("nan"))
         out["latency_batched"] = forwarder.stats.historical - base_hist
+        out["latency_load_after"] = load_average()
+        out["rejected"] = sum(v for k, v in agent.counters.items() if k.startswith("rejected"))
     finally:
-        sock.close()
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await asyncio.gather(task, return_exceptions=True)  # shutting down: outcome unused
         agent.store.close()
     return out
 
@@ -299,11 +205,7 @@ async def child(config_json: str) -> None:
     limit_malloc_arenas()  # as `cityedge gateway run` does
     settings = json.loads(config_json)
     data = Path(settings["data"])
-    cfg = default_config(GW, data, frontend="semtech-udp")
-    cfg = dataclasses.replace(
-        cfg, mqtt=dataclasses.replace(cfg.mqtt, host="127.0.0.1", port=settings["port"]),
-        radio=dataclasses.replace(cfg.radio, semtech_udp=SemtechUdpConfig("127.0.0.1", 0)),
-    )
+    cfg = gateway_config(data, settings["port"])
     agent = Agent(cfg, signing_key=load_signing_key(cfg.gateway.signing_key))
     task = asyncio.create_task(agent.run())
     await asyncio.wait_for(agent.started.wait(), 30)
@@ -343,6 +245,7 @@ def backlog_figures(tmp: Path, broker: Any) -> dict[str, Any]:
     build_backlog(cfg, make_nodes(BACKLOG_NODES), BACKLOG_RECORDS // BACKLOG_NODES)
     build_s = time.perf_counter() - t0
     broker.stop()
+    load = load_average()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.gateway_e2e", "child",
          json.dumps({"data": str(data), "port": broker.port})],
@@ -351,7 +254,7 @@ def backlog_figures(tmp: Path, broker: Any) -> dict[str, Any]:
     try:
         assert proc.stdin is not None and proc.stdout is not None
         memory = json.loads(proc.stdout.readline())
-        broker.start()
+        start_broker(broker)
         proc.stdin.write("go\n")
         proc.stdin.flush()
         drain = json.loads(proc.stdout.readline())
@@ -359,70 +262,74 @@ def backlog_figures(tmp: Path, broker: Any) -> dict[str, Any]:
     finally:
         if proc.poll() is None:
             proc.kill()
-    return {**memory, **drain, "build_s": build_s}
+    return {**memory, **drain, "build_s": build_s, "load": load, "load_after": load_average()}
 
 
 # ------------------------------------------------------------------------- report
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
-def rows(live: dict[str, Any], backlog: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(figure, measured, target, verdict) rows."""
-    throughput_label = (f"uplinks/s, UDP in -> PUBACK ({THROUGHPUT_UPLINKS:,} uplinks in "
-                        f"{live['throughput_messages']:,} messages, "
-                        f"{live['throughput_packs']:,} of them packs)")
-    p50_label = (f"latency p50 at {LATENCY_RATE:,} uplinks/s ({live['latency_n']:,} uplinks, "
-                 f"{live['latency_batched']:,} of them sent in packs)")
+def rows(live: dict[str, Any], backlog: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(figure, measured, target, verdict, agent CPU, load average) rows, one per target."""
+    live_load = f"{live['throughput_load']:.1f} -> {live['throughput_load_after']:.1f}"
+    latency_load = f"{live['latency_load']:.1f} -> {live['latency_load_after']:.1f}"
+    backlog_load = f"{backlog['load']:.1f} -> {backlog['load_after']:.1f}"
+    latency_cpu = (f"{live['latency_cpu_us']:.0f} µs/uplink = "
+                   f"{live['latency_cpu_us'] * LATENCY_RATE / 1e4:.0f}% of the core")
+    drain_rate = backlog["drained"] / backlog["seconds"]
+    drain_cpu = f"{backlog['cpu_s'] / backlog['drained'] * 1e6:.1f} µs/record"
+    throughput_label = (f"uplinks/s, Semtech UDP in -> PUBACK ({THROUGHPUT_UPLINKS:,} uplinks, "
+                        f"{RXPK_PER_DATAGRAM} per PUSH_DATA; {live['throughput_messages']:,} "
+                        f"MQTT messages, {live['throughput_packs']:,} packs; "
+                        f"{live['throughput_acks_lost']} PUSH_ACKs lost)")
+    latency_label = (f"latency p99 at {LATENCY_RATE:,} uplinks/s, arrival -> PUBACK "
+                     f"({live['latency_n']:,} acked, {live['latency_lost']:,} not; "
+                     f"p50 {live['p50']:.1f} ms, max {live['max']:.1f} ms; "
+                     f"{live['latency_batched']:,} sent in packs)")
     drain_label = (f"backlog drain, {backlog['drained']:,} records of {BACKLOG_NODES:,} devices "
                    f"({backlog['messages']:,} messages)")
     return [
-        (throughput_label,
-         f"{live['throughput']:,.0f} /s", f">= {TARGET_UPLINKS_S:,} /s",
-         _verdict(live["throughput"] >= TARGET_UPLINKS_S)),
-        (p50_label,
-         f"{live['p50']:.1f} ms", "", ""),
-        (f"latency p99 at {LATENCY_RATE:,} uplinks/s (max {live['max']:.1f} ms)",
-         f"{live['p99']:.1f} ms", f"< {TARGET_P99_MS:.0f} ms",
-         _verdict(live["p99"] < TARGET_P99_MS and live["latency_lost"] == 0)),
-        (drain_label,
-         f"{backlog['drained'] / backlog['seconds']:,.0f} /s", f">= {TARGET_DRAIN_S:,} /s",
-         _verdict(backlog["drained"] / backlog["seconds"] >= TARGET_DRAIN_S)),
+        (throughput_label, f"{live['throughput']:,.0f} /s", f">= {TARGET_UPLINKS_S:,} /s",
+         verdict(live["throughput"] >= TARGET_UPLINKS_S),
+         f"{live['throughput_cpu_us']:.0f} µs/uplink", live_load),
+        (latency_label, f"{live['p99']:.1f} ms", f"< {TARGET_P99_MS:.0f} ms",
+         verdict(live["p99"] < TARGET_P99_MS and live["latency_lost"] == 0),
+         latency_cpu, latency_load),
+        (drain_label, f"{drain_rate:,.0f} /s", f">= {TARGET_DRAIN_S:,} /s",
+         verdict(drain_rate >= TARGET_DRAIN_S), drain_cpu, backlog_load),
         (f"agent RSS, {backlog['devices']:,} nodes + {backlog['buffered']:,} records buffered",
          f"{backlog['rss_mb']:.1f} MB", f"< {TARGET_RSS_MB:.0f} MB",
-         _verdict(backlog["rss_mb"] < TARGET_RSS_MB)),
+         verdict(backlog["rss_mb"] < TARGET_RSS_MB), "", backlog_load),
         ("agent peak RSS (VmHWM) after draining them", f"{backlog['hwm_mb']:.1f} MB",
-         f"< {TARGET_RSS_MB:.0f} MB", _verdict(backlog["hwm_mb"] < TARGET_RSS_MB)),
+         f"< {TARGET_RSS_MB:.0f} MB", verdict(backlog["hwm_mb"] < TARGET_RSS_MB), "",
+         backlog_load),
     ]
 
 
 def main() -> None:
-    """Run every measurement and print the table."""
+    """Run every measurement and print the table (``make bench`` / ``python -m bench
+    gateway_e2e``)."""
     from bench.table import print_table
 
     logging.disable(logging.WARNING)
-    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         with private_broker(tmp / "mosquitto") as broker:
-            live = _run(live_figures(tmp, broker))
+            with pinned(AGENT_CPU):
+                live = run(live_figures(tmp, broker.port))
             backlog = backlog_figures(tmp, broker)
-    print_table(("figure (agent on one core)", "measured", "target", ""), rows(live, backlog))
-    print(f"\nagent CPU time (all its threads) per uplink: {live['throughput_cpu_us']:.0f} µs "
-          f"at full rate (with the in-process sender), {live['latency_cpu_us']:.0f} µs at "
-          f"{LATENCY_RATE:,} uplinks/s, {backlog['cpu_s'] / backlog['drained'] * 1e6:.1f} µs "
-          f"per drained record ({backlog['cpu_s']:.1f} s CPU for the backlog, i.e. "
-          f"{backlog['drained'] / backlog['cpu_s']:,.0f} records per CPU-second)")
-    print(f"\n(backlog of {backlog['buffered']:,} records built in {backlog['build_s']:.0f} s; "
-          f"{os.cpu_count()} CPUs on this machine, shared with the broker and the load "
-          f"generator; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "
-          f"other work on the machine slows every figure; event loop {_loop_name()})")
+    print_table(("figure", "measured", "target", "", "agent CPU", "load 1 min"),
+                rows(live, backlog))
+    print(f"\n(uplinks/s and latency: the agent pinned to CPU {AGENT_CPU}, the packet forwarder "
+          "and the broker on the other CPU; drain and memory: the agent in a child process, "
+          f"not pinned; backlog of {backlog['buffered']:,} records built in "
+          f"{backlog['build_s']:.0f} s. 'agent CPU' is the agent process's CPU time (all its "
+          f"threads). 'load 1 min' is the load average before -> after each measurement, on "
+          f"{os.cpu_count()} CPUs: the bench itself adds about 2; more means other work that "
+          f"slows every figure. Event loop {loop_name()}.)")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["child"]:
-        _run(child(sys.argv[2]))
+        run(child(sys.argv[2]))
     else:
         main()
