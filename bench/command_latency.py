@@ -12,9 +12,9 @@ radio's airtime is not the gateway's). The cabinets use RX2 at DR5, as a private
 with RXParamSetupReq, so the duty-cycle budget never delays one (that would be airtime again).
 
 The stages the time goes through are timed too (each wraps the store method the path calls):
-the intake's replay-id write (``admit_command_id``: one fsync), storing the rows and their
-"accepted" statuses (``add_commands``: one fsync) and the downlink counter reservation
-(``reserve_fcnt_down``: one fsync).
+the intake's read-only replay check (``command_id_seen``), storing the replay id, the rows and
+their "accepted" statuses (``add_commands``: the one fsync on the path) and the downlink counter
+(``reserve_fcnt_down``: from a block reserved ahead, no fsync).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ COMMANDS = 1000
 RATE = 100.0  # commands per second from the control centre
 TARGET_P99_MS = 50.0
 EUI_BASE = "70b3d57ec0"
-STAGES = ("admit_command_id", "add_commands", "reserve_fcnt_down")
+STAGES = ("command_id_seen", "add_commands", "reserve_fcnt_down")
 
 
 class Stopwatch:

@@ -35,6 +35,7 @@ from gateway.lorawan import COMMON_EU868_CFLIST_HZ, JoinGranted, JoinSettings, N
 from gateway.radio import RxFrame, open_frontend
 from gateway.rules.watering import readings_from_senml
 from gateway.store import Accepted, Store, StoreError, StoreFullError
+from gateway.store.commands import Admit
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.mqtt import Publisher
 
@@ -134,10 +135,11 @@ class Agent:
         if self.forwarder is not None:
             self.forwarder.notify()
 
-    async def submit_commands(self, rows: list[CommandRow]) -> list[CommandRow]:
+    async def submit_commands(self, rows: list[CommandRow], *, admit: Admit | None = None
+                              ) -> list[CommandRow]:
         """Accepted operator commands to deliver; the watering rules stand aside for an
         operator's valve command while it is valid."""
-        stored = await self.dispatcher.submit(rows)
+        stored = await self.dispatcher.submit(rows, admit=admit)
         if self.rules is not None:
             for row in stored:
                 if row.action in VALVE_ACTIONS:

@@ -14,6 +14,7 @@ from gateway.commands.intake import Accepted, Intake, Rejected
 from gateway.keys import SigningKey
 from gateway.registry import ROLES
 from gateway.store import Store
+from gateway.store.commands import ReplayError
 from protocol.payload import decode_command, encode_command
 from tests.fixtures.commands import (
     AIR,
@@ -204,6 +205,30 @@ def test_a_replayed_id_is_refused_even_after_a_restart(tmp_path: Path) -> None:
         assert len(store.get_commands("c1")) == 1  # only the first, accepted one
         # the same id from another key is its own command
         assert store.admit_command_id("another-kid", "c1", NOW + 660)
+
+
+def test_intake_only_reads_the_replay_table_and_the_store_lets_one_of_a_race_through(
+        gw: Gateway) -> None:
+    payload = sign(gw.operator, command("race"))
+    first, second = (gw.intake.check("cmd", LAMP1, payload) for _ in range(2))
+    assert isinstance(first, Accepted) and isinstance(second, Accepted)  # both before storing
+    assert first.admit == (first.rows[0].kid, "race", NOW + 600 + 60)
+    assert not gw.store.command_id_seen(first.rows[0].kid, "race")
+    gw.store.add_commands(first.rows, [], admit=first.admit)
+    with pytest.raises(ReplayError):
+        gw.store.add_commands(second.rows, [], admit=second.admit)
+    assert len(gw.store.get_commands("race")) == 1
+    rejected(gw, gw.submit_raw(payload), "replay")
+
+
+def test_a_command_refused_after_the_replay_check_spends_its_id(gw: Gateway) -> None:
+    r = rejected(gw, gw.submit(command("once", args={"level": 101})), "out_of_bounds")
+    assert r.admit is not None
+    rejected(gw, gw.submit(command("once")), "replay")  # corrected, but the id is spent
+    early = rejected(gw, gw.submit(command("later", iat=NOW + 300, exp=NOW + 900)),
+                     "not_yet_valid")
+    assert early.admit is None  # refused before the replay check: the id stays free
+    accepted(gw.submit(command("later")))
 
 
 @pytest.mark.parametrize(("kind", "target"), [

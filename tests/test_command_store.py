@@ -4,6 +4,7 @@ node seqs wrap per device, replay ids and calendars survive a restart."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from gateway.commands.model import CommandRow
 from gateway.commands.status import rejection_record, status_record
 from gateway.store import NewRecord, Store, StoreError
+from gateway.store.commands import ReplayError
 from gateway.uplink.senml import decode_pack
 
 GW = "b827ebfffe123456"
@@ -184,3 +186,54 @@ def test_status_records_carry_the_rows_life_as_senml(store: Store) -> None:
     assert fields == {"status": "failed", "action": "dim", "reason": "refused",
                       "detail": "the node said busy?", "answer": "busy", "group": "street",
                       "key": "control-centre", "fcnt_down": 41, "attempts": 2}
+
+
+ADMIT = (KID, "c1", NOW + 660)
+
+
+def test_accepting_spends_the_id_in_the_rows_transaction_and_a_replay_stores_nothing(
+        store: Store) -> None:
+    assert not store.command_id_seen(KID, "c1")
+    rows = [row()]
+    [stored] = store.add_commands(rows, [status_record(GW, r, NOW) for r in rows], admit=ADMIT)
+    assert store.command_id_seen(KID, "c1") and not store.command_id_seen("other-kid", "c1")
+    records = store.count()
+    again = [row(dev_eui=EUI2)]
+    with pytest.raises(ReplayError, match="already used"):
+        store.add_commands(again, [status_record(GW, r, NOW) for r in again], admit=ADMIT)
+    assert store.get_commands("c1") == [stored]  # the whole transaction rolled back
+    assert store.count() == records
+
+
+def test_a_rejection_spends_its_id_with_its_status_record(path: Path) -> None:
+    record = rejection_record(GW, EUI1, "out_of_bounds", "level 101", NOW, cmd_id="c1",
+                              action="dim", key_name="control-centre")
+    with Store.open(path) as store:
+        store.add_rejection(record, admit=ADMIT)
+        assert store.count() == 1 and store.command_id_seen(KID, "c1")
+    with Store.open(path) as store:  # a rejected id is not reusable, even after a restart
+        with pytest.raises(ReplayError):
+            store.add_commands([row()], [], admit=ADMIT)
+        assert store.get_commands("c1") == []
+
+
+def test_one_id_racing_from_many_threads_is_accepted_exactly_once(store: Store) -> None:
+    start = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        rows = [row(dev_eui=EUI1 if n % 2 else EUI2)]
+        start.wait()
+        try:
+            store.add_commands(rows, [status_record(GW, r, NOW) for r in rows], admit=ADMIT)
+            outcomes.append("accepted")
+        except ReplayError:
+            outcomes.append("replay")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["accepted"] + ["replay"] * 7
+    assert len(store.get_commands("c1")) == 1 and store.count() == 1

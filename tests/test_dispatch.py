@@ -25,6 +25,7 @@ from gateway.counters import Counters
 from gateway.keys import generate_signing_key
 from gateway.lorawan import DutyCycleBudget, NetworkSide
 from gateway.store import Device, Store
+from gateway.store.db import FCNT_DOWN_BLOCK
 from protocol.payload import COMMAND_FPORT, decode_command, encode_uplink
 from tests.test_network_support import (
     ABP_ADDR,
@@ -369,3 +370,62 @@ def test_agent_hands_the_nodes_answer_uplink_to_the_dispatcher(tmp_path: Path) -
     finally:
         store.close()
     assert (stored.status, stored.answer) == ("acked", "done")
+
+
+def test_the_same_command_submitted_twice_at_once_is_sent_once_and_rejected_once(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    _register(rig.store, LAMP, "lighting", "C", ABP_ADDR)
+    row = _row(LAMP, "dim", {"level": 40})
+    admit = (row.kid, row.cmd_id, row.expires_at + 60)
+
+    async def scenario() -> list[list[CommandRow]]:
+        results = await asyncio.gather(*(rig.dispatcher.submit([_row(LAMP, "dim", {"level": 40})],
+                                                               admit=admit) for _ in range(2)))
+        await rig.until_sent()
+        await rig.dispatcher.aclose()
+        return list(results)
+
+    results = asyncio.run(scenario())
+    assert sorted(len(r) for r in results) == [0, 1]
+    assert len(rig.air.sent) == 1 and len(rig.store.get_commands("op-1")) == 1
+    got = [(s["status"], s.get("reason")) for s in rig.statuses(LAMP)]
+    assert ("rejected", "replay") in got and got.count(("accepted", None)) == 1
+    assert rig.dispatcher.counters["command_rejected_replay"] == 1
+
+
+def test_a_rejection_after_the_replay_check_spends_the_id_with_its_status(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    admit = ("0011223344556677", "op-3", time.time() + 600)
+
+    async def scenario() -> list[CommandRow]:
+        await rig.dispatcher.reject(Rejected("out_of_bounds", "level 101 not in 0..100", "op-3",
+                                             LAMP, admit[0], "control-centre", "dim", admit))
+        return await rig.dispatcher.submit([_row(LAMP, "dim", {"level": 40}, cmd_id="op-3")],
+                                           admit=admit)
+
+    assert asyncio.run(scenario()) == []
+    assert rig.store.command_id_seen(admit[0], "op-3")
+    assert [(s["status"], s["reason"]) for s in rig.statuses(LAMP, "op-3")] == [
+        ("rejected", "out_of_bounds"), ("rejected", "replay")]
+
+
+def test_class_c_counters_are_reserved_when_the_network_starts_not_per_command(
+        tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    node = _register(store, LAMP, "lighting", "C", ABP_ADDR)
+    rig = Rig(tmp_path, store=store)
+    assert store.get_device(LAMP).fcnt_down == FCNT_DOWN_BLOCK  # before any command
+
+    async def scenario() -> None:
+        await rig.dispatcher.submit([_row(LAMP, "reboot", {})])
+        await rig.until_sent()
+        await rig.dispatcher.aclose()
+        await rig.network.aclose()
+
+    asyncio.run(scenario())
+    [tx] = rig.air.sent
+    assert node.open(tx.phy)[1] == 0
+    assert store.get_device(LAMP).fcnt_down == FCNT_DOWN_BLOCK  # no commit of its own
+    assert store.fcnt_down_left(LAMP) == FCNT_DOWN_BLOCK - 1

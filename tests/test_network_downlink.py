@@ -4,12 +4,16 @@ confirmed downlinks followed to their ACK, frame counters never reused, retransm
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.lorawan import DownlinkError, Rejection
 from gateway.store import Accepted, Device
+from gateway.store.db import FCNT_DOWN_BLOCK
 from protocol import lorawan
 from protocol.payload import COMMAND_FPORT
 from tests.test_network_support import (
@@ -197,12 +201,47 @@ def test_downlink_counter_is_never_reused_across_a_restart(tmp_path: Path) -> No
     asyncio.run(uplink_and_reply(net, frame(node.uplink(confirmed=True), tmst_us=4 * T)))
     store.close()
 
-    store = open_store(tmp_path)  # the agent restarts
-    assert store.get_device(ABP_EUI).fcnt_down == 4
+    store = open_store(tmp_path)  # the agent restarts: from the high-water mark
+    assert store.get_device(ABP_EUI).fcnt_down == FCNT_DOWN_BLOCK
     net = network(store, air)
     asyncio.run(uplink_and_reply(net, frame(node.uplink(confirmed=True), tmst_us=5 * T)))
     counters = [lorawan.parse_frame(tx.phy).fcnt16 for tx in air.sent]
-    assert counters == [0, 1, 2, 4]
+    assert counters == [0, 1, 2, FCNT_DOWN_BLOCK]
+
+
+_RESERVE_THEN_DIE = """
+import os, signal, sys
+from gateway.store import Store
+store = Store.open(sys.argv[1])
+for _ in range(int(sys.argv[3])):
+    print(store.reserve_fcnt_down(sys.argv[2]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_downlink_counter_is_never_reused_after_a_kill_in_the_middle_of_a_block(
+        tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    node = register_abp(store)
+    path = str(store.path)
+    store.close()
+    used: list[int] = []
+    for count in (5, FCNT_DOWN_BLOCK + 3):  # killed inside the first block, then the second
+        child = subprocess.run([sys.executable, "-c", _RESERVE_THEN_DIE, path, ABP_EUI,
+                                str(count)], capture_output=True, text=True, timeout=60,
+                               cwd=Path(__file__).resolve().parent.parent, check=False)
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        used += [int(line) for line in child.stdout.split()]
+    assert used[:6] == [0, 1, 2, 3, 4, FCNT_DOWN_BLOCK]  # the rest of the first block skipped
+    assert len(used) == 5 + FCNT_DOWN_BLOCK + 3
+
+    store = open_store(tmp_path)  # the agent after the second kill
+    air = Air()
+    net = network(store, air)
+    asyncio.run(uplink_and_reply(net, frame(node.uplink(confirmed=True), tmst_us=T)))
+    [tx] = air.sent
+    assert lorawan.parse_frame(tx.phy).fcnt16 > max(used)
+    assert len(set(used)) == len(used) and used == sorted(used)
 
 
 def test_retransmitted_confirmed_uplink_is_not_stored_again_but_acked_again(

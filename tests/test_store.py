@@ -26,8 +26,9 @@ from gateway.store import (
     StoreError,
     StoreFullError,
 )
-from gateway.uplink.senml import decode_pack
+from gateway.store.db import FCNT_DOWN_BLOCK
 from gateway.store.schema import LATEST_VERSION
+from gateway.uplink.senml import decode_pack
 
 GW = "b827ebfffe123456"
 KEY1 = bytes(range(16))
@@ -466,15 +467,36 @@ def test_commit_join_with_a_taken_dev_addr_is_a_conflict(store: Store) -> None:
                           nwk_s_key=KEY1, app_s_key=KEY2, mac_state=None)
 
 
-def test_downlink_counters_are_reserved_durably_one_by_one(tmp_path: Path) -> None:
+def test_downlink_counters_are_reserved_durably_a_block_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with Store.open(path) as s:
         s.upsert_device(device(0, fcnt_down=7))
         assert [s.reserve_fcnt_down(EUIS[0]) for _ in range(3)] == [7, 8, 9]
+        assert s.get_device(EUIS[0]).fcnt_down == 7 + FCNT_DOWN_BLOCK  # the high-water mark
         with pytest.raises(StoreError, match="not registered"):
             s.reserve_fcnt_down(EUIS[1])
-    with Store.open(path) as s:
-        assert s.reserve_fcnt_down(EUIS[0]) == 10
+        more = [s.reserve_fcnt_down(EUIS[0]) for _ in range(FCNT_DOWN_BLOCK)]
+        assert more == list(range(10, 10 + FCNT_DOWN_BLOCK))  # across the block's end
+        assert s.get_device(EUIS[0]).fcnt_down == 7 + 2 * FCNT_DOWN_BLOCK
+    with Store.open(path) as s:  # a restart skips the rest of the block, never reuses it
+        assert s.reserve_fcnt_down(EUIS[0]) == 7 + 2 * FCNT_DOWN_BLOCK
+
+
+def test_a_rejoin_or_an_import_starts_a_new_counter_block(store: Store) -> None:
+    store.upsert_device(device(0, fcnt_down=100))
+    assert store.reserve_fcnt_down(EUIS[0]) == 100
+    store.upsert_device(device(0, fcnt_down=500))  # e.g. a registry import moved it
+    assert store.reserve_fcnt_down(EUIS[0]) == 500
+    assert store.commit_join(EUIS[0], dev_nonce=1, join_nonce=1, dev_addr="26011b01",
+                             nwk_s_key=KEY1, app_s_key=KEY2, mac_state=None)
+    assert [store.reserve_fcnt_down(EUIS[0]) for _ in range(2)] == [0, 1]
+
+
+def test_the_last_downlink_counters_are_handed_out_then_refused(store: Store) -> None:
+    store.upsert_device(device(0, fcnt_down=0xFFFFFFFF - 2))
+    assert [store.reserve_fcnt_down(EUIS[0]) for _ in range(2)] == [0xFFFFFFFD, 0xFFFFFFFE]
+    with pytest.raises(StoreError, match="exhausted"):
+        store.reserve_fcnt_down(EUIS[0])
 
 
 def test_uplink_commit_saves_mac_states_in_the_same_transaction(store: Store) -> None:
@@ -615,3 +637,47 @@ def test_uplink_commits_stay_fully_synced_around_a_delete(store: Store) -> None:
     assert level() == 2
     store.accept_uplinks([uplink(0, 3)])
     assert [r.rid for r in store.pending(10)] == [uplink(0, 2).rid, uplink(0, 3).rid]
+
+
+def test_counters_reserved_ahead_continue_the_block_and_survive_a_restart(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Store.open(path) as s:
+        s.upsert_devices([device(0), device(1, fcnt_down=40)])
+        assert s.prefetch_fcnt_down([EUIS[0], EUIS[1], EUIS[2]]) == 2  # EUIS[2] unknown
+        assert s.prefetch_fcnt_down([EUIS[0]]) == 0  # a full block left: nothing to do
+        half = FCNT_DOWN_BLOCK // 2
+        assert [s.reserve_fcnt_down(EUIS[0]) for _ in range(half + 1)] == list(range(half + 1))
+        assert s.fcnt_down_left(EUIS[0]) == FCNT_DOWN_BLOCK - half - 1
+        assert s.prefetch_fcnt_down([EUIS[0]]) == 1
+        assert s.get_device(EUIS[0]).fcnt_down == half + 1 + FCNT_DOWN_BLOCK
+        assert s.reserve_fcnt_down(EUIS[0]) == half + 1  # the same block, extended
+        assert s.reserve_fcnt_down(EUIS[1]) == 40
+    with Store.open(path) as s:
+        assert s.reserve_fcnt_down(EUIS[0]) == half + 1 + FCNT_DOWN_BLOCK
+        assert s.reserve_fcnt_down(EUIS[1]) == 40 + FCNT_DOWN_BLOCK
+
+
+def test_counters_stay_unique_while_blocks_are_reserved_ahead_from_another_thread(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Store.open(path) as s:
+        s.upsert_device(device(0))
+        taken: list[int] = []
+        done = threading.Event()
+
+        def refill() -> None:
+            while not done.is_set():
+                s.prefetch_fcnt_down([EUIS[0]])
+
+        refiller = threading.Thread(target=refill)
+        refiller.start()
+        try:
+            taken = [s.reserve_fcnt_down(EUIS[0]) for _ in range(20 * FCNT_DOWN_BLOCK)]
+        finally:
+            done.set()
+            refiller.join()
+        assert len(set(taken)) == len(taken) and taken == sorted(taken)
+        mark = s.get_device(EUIS[0]).fcnt_down
+    with Store.open(path) as s:
+        assert s.reserve_fcnt_down(EUIS[0]) == mark > taken[-1]

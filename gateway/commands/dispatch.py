@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import time
@@ -29,16 +30,17 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.commands.actions import ACTIONS, to_node_command
+from gateway.commands.intake import Rejected, replay_detail
 from gateway.commands.model import FINAL, CommandRow
 from gateway.commands.status import rejection_record, status_record
 from gateway.counters import Counters
 from gateway.lorawan.downlink import DownlinkHandle
 from gateway.lorawan.network import DownlinkError
+from gateway.store.commands import Admit, ReplayError
 from gateway.store.model import NewRecord, StoreError
 from protocol.payload import COMMAND_FPORT, PayloadError, encode_command
 
 if TYPE_CHECKING:
-    from gateway.commands.intake import Rejected
     from gateway.lorawan.network import NetworkSide
     from gateway.store import Store
 
@@ -87,27 +89,45 @@ class Dispatcher:
             raise ValueError(f"{action!r} is not a gateway-local action")
         self._local[action] = fn
 
-    async def submit(self, rows: list[CommandRow]) -> list[CommandRow]:
-        """Store ``rows`` (accepted, with their statuses) and start delivering them; returns the
-        stored rows (row_id, node_seq set). StoreError when they could not be stored: nothing is
-        delivered then."""
+    async def submit(self, rows: list[CommandRow], *, admit: Admit | None = None
+                     ) -> list[CommandRow]:
+        """Store ``rows`` (accepted, with their statuses; ``admit``: the command id spent in
+        the same transaction) and start delivering them; returns the stored rows (row_id,
+        node_seq set). An id spent meanwhile (the same command racing itself) makes it a
+        "replay" rejection and returns []. StoreError when they could not be stored: nothing
+        is delivered then."""
         if not rows:
             return []
         now = self.clock()
         records = [status_record(self.gateway_id, row, now) for row in rows]
-        stored = await asyncio.to_thread(self.store.add_commands, rows, records)
+        try:
+            stored = await asyncio.to_thread(functools.partial(
+                self.store.add_commands, rows, records, admit=admit))
+        except ReplayError:
+            await self._reject_replay(rows[0])
+            return []
         self.notify()
         for row in stored:
             await self._deliver(row)
         return stored
 
     async def reject(self, rejected: Rejected) -> None:
-        """Store (for publishing) the "rejected" status of a command refused at intake."""
+        """Store (for publishing) the "rejected" status of a command refused at intake, with
+        its id spent in the same transaction when intake says so (``rejected.admit``)."""
         record = rejection_record(
             self.gateway_id, rejected.target, rejected.reason, rejected.detail, self.clock(),
             cmd_id=rejected.cmd_id, action=rejected.action, key_name=rejected.key_name)
-        await asyncio.to_thread(self.store.add_records, [record])
+        await asyncio.to_thread(functools.partial(self.store.add_rejection, record,
+                                                  admit=rejected.admit))
         self.notify()
+
+    async def _reject_replay(self, row: CommandRow) -> None:
+        """The store refused an id intake had not seen yet: the same rejection intake makes."""
+        self.counters["command_rejected_replay"] += 1
+        log.warning("command %s on %s rejected: replay (raced)", row.cmd_id,
+                    row.group or row.dev_eui)
+        await self.reject(Rejected("replay", replay_detail(row.cmd_id), row.cmd_id,
+                                   row.group or row.dev_eui, row.kid, row.key_name, row.action))
 
     async def on_answer(self, dev_eui: str, node_seq: int, result: str) -> None:
         """A node's FPort 30 answer (``cmd_seq``, ``cmd_result``) to the command it was sent."""

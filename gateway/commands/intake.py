@@ -3,8 +3,10 @@
 Checks run in the order of ``REJECTION_REASONS``: envelope and signature, message schema, time,
 replay, target, authority, argument bounds, rate. The first failure is the answer; a refused
 command changes nothing but its counter (and, from step 4 on, its id is spent: the replay table
-keeps it until it could no longer be valid). ``Intake.check`` reads the store and writes the
-replay id (one SQLite commit): call it off the event loop.
+keeps it until it could no longer be valid). ``Intake.check`` only reads the store (it verifies
+a signature too: call it off the event loop). The id is spent by whoever stores the command's
+fate, in that same transaction: ``Accepted.admit`` goes to ``add_commands`` (which refuses a
+replay that raced this check), ``Rejected.admit`` to ``add_rejection``.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from gateway.commands.ratelimit import RateLimits
 from gateway.config import CommandsConfig, GatewayConfig, TrustedKey
 from gateway.counters import Counters
 from gateway.keys import key_id, load_public_key
+from gateway.store.commands import Admit
 from gateway.store.model import Device
 
 if TYPE_CHECKING:
     from gateway.store import Store
 
-__all__ = ["Accepted", "Intake", "Rejected", "TopicKind", "selects"]
+__all__ = ["Accepted", "Intake", "Rejected", "TopicKind", "replay_detail", "selects"]
 
 log = logging.getLogger("cityedge.commands")
 
@@ -39,14 +42,17 @@ TopicKind = Literal["cmd", "cmd-group"]
 
 @dataclass(frozen=True)
 class Accepted:
-    """A command that passed every check: one row per device (not yet stored)."""
+    """A command that passed every check: one row per device (not yet stored), and its id to
+    spend when they are stored."""
 
     rows: list[CommandRow]
+    admit: Admit | None = None
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A command refused at intake; ``target`` is the topic's last level as received."""
+    """A command refused at intake; ``target`` is the topic's last level as received;
+    ``admit`` the id to spend with the rejection (refused after the replay check)."""
 
     reason: str
     detail: str
@@ -55,6 +61,7 @@ class Rejected:
     kid: str | None = None
     key_name: str | None = None
     action: str | None = None
+    admit: Admit | None = None
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,16 @@ class _Trust:
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, admit: Admit | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.admit = admit
+
+
+def replay_detail(cmd_id: str) -> str:
+    """The detail of a "replay" rejection (intake's check or the store's, after a race)."""
+    return f"command id {cmd_id!r} was already used with this key"
 
 
 def selects(selector: str, device: Device, groups: dict[str, tuple[str, ...]]) -> bool:
@@ -123,15 +136,18 @@ class Intake:
             return self._rejected(Rejected(exc.reason, exc.detail, exc.cmd_id, target,
                                            action=exc.action))
         key = trust.trusted[message.kid]
+        cfg = trust.config.commands
+        admit = (message.kid.hex(), message.cmd_id, message.expires_at + cfg.clock_skew_s)
         try:
-            rows = self._check(trust.config, topic_kind, message, key)
+            rows = self._check(trust.config, topic_kind, message, key, admit)
         except _Refused as exc:
             return self._rejected(Rejected(exc.reason, exc.detail, message.cmd_id, target,
-                                           message.kid.hex(), key.name, message.action))
+                                           message.kid.hex(), key.name, message.action,
+                                           exc.admit))
         self.counters["command_accepted"] += 1
         log.info("command %s (%s) from key %s accepted for %d device(s)", message.cmd_id,
                  message.action, key.name, len(rows))
-        return Accepted(rows)
+        return Accepted(rows, admit)
 
     def _rejected(self, rejected: Rejected) -> Rejected:
         self.counters[f"command_rejected_{rejected.reason}"] += 1
@@ -140,13 +156,22 @@ class Intake:
         return rejected
 
     def _check(self, config: GatewayConfig, topic_kind: TopicKind, m: CommandMessage,
-               key: TrustedKey) -> list[CommandRow]:
+               key: TrustedKey, admit: Admit) -> list[CommandRow]:
         cfg = config.commands
         now = self.clock()
         self._check_time(cfg, m, now)
         kid = m.kid.hex()
-        if not self.store.admit_command_id(kid, m.cmd_id, m.expires_at + cfg.clock_skew_s):
-            raise _Refused("replay", f"command id {m.cmd_id!r} was already used with this key")
+        if self.store.command_id_seen(kid, m.cmd_id):
+            raise _Refused("replay", replay_detail(m.cmd_id))
+        try:
+            return self._check_spent(config, topic_kind, m, key, kid, now)
+        except _Refused as exc:  # from here on a refusal spends the id
+            raise _Refused(exc.reason, exc.detail, admit) from None
+
+    def _check_spent(self, config: GatewayConfig, topic_kind: TopicKind, m: CommandMessage,
+                     key: TrustedKey, kid: str, now: float) -> list[CommandRow]:
+        """Steps 5 to 8: target, authority, bounds, rate."""
+        cfg = config.commands
         devices = self._devices(config.groups, topic_kind, m.target)
         action = self._action(m.action, devices)
         self._check_authority(config.groups, key, m.action, devices)

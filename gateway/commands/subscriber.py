@@ -2,8 +2,9 @@
 
 On every connection of the agent's broker link (``Publisher.on_connect``) the subscriber
 subscribes at QoS 1 and reads the connection's messages until it drops. Each message goes
-through ``Intake.check`` (off the event loop: it verifies a signature and commits the replay id)
-and then to the dispatcher: ``submit`` for an accepted command, ``reject`` for a refused one.
+through ``Intake.check`` (off the event loop: it verifies a signature and reads the replay table)
+and then to the dispatcher: ``submit`` for an accepted command, ``reject`` for a refused one,
+each spending the command id in the transaction that stores its fate.
 Messages are handled one at a time, in arrival order. A retained or repeated delivery is the
 replay check's business; nothing a message holds can stop the reader.
 """
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Final
 import aiomqtt
 
 from gateway.commands.intake import Accepted, Intake, TopicKind
-from gateway.commands.model import CommandRow
 from gateway.counters import Counters
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ log = logging.getLogger("cityedge.commands")
 TOPIC_KINDS: Final[tuple[TopicKind, ...]] = ("cmd", "cmd-group")
 QOS: Final = 1
 
-Submit = Callable[[list[CommandRow]], Awaitable[Any]]
+Submit = Callable[..., Awaitable[Any]]  # (rows, *, admit) like Dispatcher.submit
 
 
 class CommandSubscriber:
@@ -92,7 +92,7 @@ class CommandSubscriber:
                 return
             result = await asyncio.to_thread(self.intake.check, kind, target, data)
             if isinstance(result, Accepted):
-                await self.submit(result.rows)
+                await self.submit(result.rows, admit=result.admit)
             else:
                 await self.dispatcher.reject(result)
         except asyncio.CancelledError:

@@ -49,6 +49,7 @@ from gateway.lorawan.join import JoinGranted, JoinSettings, allocate_dev_addr, g
 from gateway.lorawan.mac import MacState, parse_uplink_commands, process_uplink
 from gateway.radio.frame import RxFrame, TxRequest
 from gateway.store import Accepted, Device, NewRecord, Store, StoreError
+from gateway.store.db import FCNT_DOWN_BLOCK
 from gateway.uplink.decoder import decode_records
 from protocol import lorawan
 from protocol import payload as codec
@@ -156,7 +157,15 @@ class NetworkSide:
         self._reply_end: dict[str, int] = {}  # end (tmst) of what we sent in its windows
         self._reply_pending: set[str] = set()  # a reply to its last uplink is not sent yet
         self._locks: dict[str, asyncio.Lock] = {}  # one downlink composed at a time per device
+        self._refills: set[asyncio.Task[int]] = set()  # downlink counter blocks reserved ahead
         self.reload_devices()
+        # Class C downlinks go at once: their first counters are reserved now (one commit for
+        # all), not on a command's path. On failure each downlink reserves its own.
+        try:
+            self.store.prefetch_fcnt_down(d.dev_eui for d in self._by_eui.values()
+                                          if d.dev_class == "C" and d.dev_addr)
+        except StoreError as exc:
+            log.warning("downlink counters not reserved ahead: %s", exc)
 
     # ---------------------------------------------------------------- registry
 
@@ -616,7 +625,7 @@ class NetworkSide:
         if app is not None:
             app.in_flight = True
         try:
-            fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
+            fcnt = await self._reserve_fcnt_down(eui)
             dev.fcnt_down = fcnt + 1
             more = bool(queue) and len(queue) > (1 if app is not None else 0)
             phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=reply.ack,
@@ -635,6 +644,26 @@ class NetworkSide:
             self.counters["downlink_ack_sent"] += 1
         if app is not None:
             self._app_sent(app, fcnt)
+
+    async def _reserve_fcnt_down(self, eui: str) -> int:
+        """The device's next downlink counter (StoreError when it has none). When its reserved
+        block runs low the next one is reserved in the background, keeping that commit off the
+        path of the downlinks to come."""
+        fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
+        if self.store.fcnt_down_left(eui) < FCNT_DOWN_BLOCK // 2:
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self.store.prefetch_fcnt_down, [eui]),
+                name=f"fcnt-down-refill-{eui}")
+            self._refills.add(task)
+            task.add_done_callback(self._refilled)
+        return fcnt
+
+    def _refilled(self, task: asyncio.Task[int]) -> None:
+        self._refills.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # the next reserve_fcnt_down commits a block itself (and reports what is wrong)
+            self.counters["fcnt_down_refill_failed"] += 1
+            log.warning("downlink counters not reserved ahead: %s", task.exception())
 
     def _maybe_ask_status(self, eui: str, state: MacState) -> None:
         """Piggyback DevStatusReq on a downlink that goes anyway, at most once per interval."""
@@ -863,7 +892,7 @@ class NetworkSide:
         if app is not None:
             app.in_flight = True
         try:
-            fcnt = await asyncio.to_thread(self.store.reserve_fcnt_down, eui)
+            fcnt = await self._reserve_fcnt_down(eui)
             dev.fcnt_down = fcnt + 1
             more = bool(queue) and len(queue) > (1 if app is not None else 0)  # type: ignore[arg-type]
             phy = self._build(dev, fcnt, fopts, fport, payload, app, ack=False, fpending=more)
@@ -924,7 +953,7 @@ class NetworkSide:
         tasks = list(self._class_c_tasks.values())
         for task in tasks:
             task.cancel()
-        for task in tasks:
+        for task in [*tasks, *self._refills]:  # a refill's commit is let finish
             try:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110

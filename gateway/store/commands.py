@@ -20,7 +20,10 @@ from gateway.commands.actions import ACTIONS
 from gateway.commands.model import FINAL, OPEN, CommandRow
 from gateway.store.model import NewRecord, StoreError
 
-__all__ = ["CommandStoreMixin"]
+__all__ = ["Admit", "CommandStoreMixin", "ReplayError"]
+
+# (kid, command id, keep_until): a command id to spend in the transaction that stores its fate.
+Admit = tuple[str, str, float]
 
 _COLUMNS: Final = (
     "row_id", "cmd_id", "kid", "key_name", "dev_eui", "grp", "action", "args", "issued_at",
@@ -48,6 +51,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+class ReplayError(StoreError):
+    """The command id was already used with its key: nothing of the command was stored."""
+
+
+def _spend_id(cur: sqlite3.Cursor, admit: Admit) -> bool:
+    """Record (kid, id) until keep_until; False if it was already there."""
+    cur.execute("INSERT INTO command_ids (kid, cmd_id, keep_until) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING", admit)
+    return bool(cur.rowcount == 1)
+
+
 class CommandStoreMixin:
     """Command persistence for ``Store`` (see the module docstring)."""
 
@@ -61,12 +75,28 @@ class CommandStoreMixin:
     # ------------------------------------------------------------ replay protection
 
     def admit_command_id(self, kid: str, cmd_id: str, keep_until: float) -> bool:
-        """Remember (kid, id) until ``keep_until``; False if it was already seen (a replay)."""
+        """Remember (kid, id) until ``keep_until``; False if it was already seen (a replay).
+        The command path spends ids inside ``add_commands``/``add_rejection`` instead."""
         with self._write(f"admitting command id {cmd_id!r}") as cur:
-            cur.execute(
-                "INSERT INTO command_ids (kid, cmd_id, keep_until) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING", (kid, cmd_id, keep_until))
-            return bool(cur.rowcount == 1)
+            return _spend_id(cur, (kid, cmd_id, keep_until))
+
+    def command_id_seen(self, kid: str, cmd_id: str) -> bool:
+        """True if (kid, id) was spent and not yet pruned (read only: intake's replay check)."""
+        reader: AbstractContextManager[sqlite3.Connection] = self._read(
+            f"checking command id {cmd_id!r}")
+        with reader as conn:
+            row = conn.execute("SELECT 1 FROM command_ids WHERE kid = ? AND cmd_id = ?",
+                               (kid, cmd_id)).fetchone()
+        return row is not None
+
+    def add_rejection(self, record: NewRecord, *, admit: Admit | None = None) -> None:
+        """Store a rejection's status ``record`` and, in the same transaction, spend its id
+        (``admit``) so a command refused after the replay check can never be sent again."""
+        body = self._body(record)
+        with self._write("storing a command rejection") as cur:
+            if admit is not None:
+                _spend_id(cur, admit)
+            self._insert_records(cur, [record], [body], time.time())
 
     def prune_command_ids(self, now: float) -> int:
         """Forget ids that can no longer be valid (kept until their exp plus skew)."""
@@ -76,16 +106,22 @@ class CommandStoreMixin:
 
     # ------------------------------------------------------------ command rows
 
-    def add_commands(self, rows: list[CommandRow], records: list[NewRecord]) -> list[CommandRow]:
+    def add_commands(self, rows: list[CommandRow], records: list[NewRecord], *,
+                     admit: Admit | None = None) -> list[CommandRow]:
         """Insert ``rows`` (status accepted, node_seq allocated per device) and their status
-        ``records`` in ONE transaction; returns copies with ``row_id`` and ``node_seq`` set."""
-        if not rows and not records:
+        ``records`` in ONE transaction; returns copies with ``row_id`` and ``node_seq`` set.
+        With ``admit`` the command id is spent first, in the same transaction (one fsync for
+        the whole acceptance): ReplayError, and nothing stored, when it was already spent."""
+        if not rows and not records and admit is None:
             return []
         bodies = [self._body(r) for r in records]
         now = time.time()
         out: list[CommandRow] = []
         try:
             with self._write(f"storing {len(rows)} command rows") as cur:
+                if admit is not None and not _spend_id(cur, admit):
+                    raise ReplayError(f"{self.path}: command id {admit[1]!r} was already used "
+                                      "with this key")
                 for row in rows:
                     out.append(self._insert_command(cur, row, now))
                 self._insert_records(cur, records, bodies, now)

@@ -52,6 +52,8 @@ log = logging.getLogger("cityedge.store")
 
 RETENTION_CHUNK: Final = 5_000
 CACHE_KIB: Final = 1024
+FCNT_DOWN_BLOCK: Final = 16  # downlink counters reserved per fsync (at most 15 skipped by a crash)
+_FCNT_DOWN_MAX: Final = 0xFFFFFFFF
 _DEVICE_COLUMNS: Final = (
     "dev_eui", "dev_addr", "role", "name", "nwk_s_key", "app_s_key", "app_key", "fcnt_up",
     "fcnt_down", "dev_class", "latitude", "longitude", "location", "asset_id", "created_at",
@@ -173,6 +175,12 @@ class Store(CommandStoreMixin, RuleStoreMixin):
         self._lock = threading.RLock()
         self.path = path
         self.recovery = recovery  # set when a damaged file was moved aside at open
+        # dev_eui -> (next counter, persisted high-water mark): see reserve_fcnt_down. Guarded
+        # by _fcnt_lock, and checked on a reader connection of its own, so handing out a
+        # counter never waits for another thread's commit.
+        self._fcnt_blocks: dict[str, tuple[int, int]] = {}
+        self._fcnt_lock = threading.Lock()
+        self._fcnt_reader: sqlite3.Connection | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -239,6 +247,10 @@ class Store(CommandStoreMixin, RuleStoreMixin):
                 log.warning("%s: checkpoint at close failed: %s", self.path, exc)
             self._conn.close()
             self._conn = None
+            with self._fcnt_lock:
+                if self._fcnt_reader is not None:
+                    self._fcnt_reader.close()
+                    self._fcnt_reader = None
 
     def __enter__(self) -> Self:
         return self
@@ -507,19 +519,99 @@ class Store(CommandStoreMixin, RuleStoreMixin):
         return row is not None
 
     def reserve_fcnt_down(self, dev_eui: str) -> int:
-        """Take the device's next downlink frame counter, durably (committed before return), so
-        it is never used twice even across a crash; raises StoreError for an unknown device."""
+        """Take the device's next downlink frame counter, never used before even across a crash;
+        raises StoreError for an unknown device or an exhausted counter.
+
+        The device's stored ``fcnt_down`` is a high-water mark: counters are reserved
+        ``FCNT_DOWN_BLOCK`` at a time (one commit) and handed out from memory in between, so a
+        restart starts at the mark and skips at most a block's unused rest (LoRaWAN allows
+        gaps). The block is trusted only while the stored mark is still its own; a rejoin's
+        reset, a registry import or another process moving it starts a new block.
+        """
         eui = dev_eui.lower()
-        with self._write(f"reserving a downlink counter for {eui}") as cur:
-            row = cur.execute(
-                "UPDATE devices SET fcnt_down = fcnt_down + 1 WHERE dev_eui = ? "
-                "AND fcnt_down < 4294967295 RETURNING fcnt_down - 1",
-                (eui,),
-            ).fetchone()
+        with self._fcnt_lock:
+            block = self._fcnt_blocks.pop(eui, None)
+            if block is not None and block[0] < block[1] and self._stored_mark(eui) == block[1]:
+                self._fcnt_blocks[eui] = (block[0] + 1, block[1])
+                return block[0]
+        with self._lock:  # a new block: the commit (and prefetch_fcnt_down's) one at a time
+            with self._write(f"reserving downlink counters for {eui}") as cur:
+                block = self._next_fcnt_block(cur, eui, None)
+            if block is None:
+                raise StoreError(f"{self.path}: no downlink counter for {eui}: device not "
+                                 "registered or its counter is exhausted (rejoin it)")
+            with self._fcnt_lock:
+                self._fcnt_blocks[eui] = (block[0] + 1, block[1])
+            return block[0]
+
+    def fcnt_down_left(self, dev_eui: str) -> int:
+        """How many downlink counters the device has reserved in memory (0: the next
+        ``reserve_fcnt_down`` commits a block)."""
+        block = self._fcnt_blocks.get(dev_eui.lower())
+        return 0 if block is None else block[1] - block[0]
+
+    def prefetch_fcnt_down(self, dev_euis: Iterable[str]) -> int:
+        """Reserve a block ahead, in ONE transaction, for each device with less than half a
+        block left in memory (at start, and in the background as a block runs low), so a
+        downlink rarely waits for a commit; returns how many were reserved. Unknown devices
+        and exhausted counters are skipped (``reserve_fcnt_down`` reports them)."""
+        with self._lock:
+            with self._fcnt_lock:
+                low = {e: self._fcnt_blocks.get(e) for e in {d.lower() for d in dev_euis}
+                       if self.fcnt_down_left(e) < FCNT_DOWN_BLOCK // 2}
+            if not low:
+                return 0
+            blocks: dict[str, tuple[int, int]] = {}
+            with self._write(f"reserving downlink counters for {len(low)} devices") as cur:
+                for eui, seen in low.items():
+                    block = self._next_fcnt_block(cur, eui, seen)
+                    if block is not None:
+                        blocks[eui] = block
+            with self._fcnt_lock:  # only once committed
+                for eui, (first, mark) in blocks.items():
+                    seen, now = low[eui], self._fcnt_blocks.get(eui)
+                    if seen is None or first != seen[0]:
+                        self._fcnt_blocks[eui] = (first, mark)  # a new block from the mark
+                    elif now is not None and now[1] == seen[1]:
+                        # the block extended; reserve_fcnt_down may have handed out some since
+                        self._fcnt_blocks[eui] = (now[0], mark)
+                    # else reserve_fcnt_down dropped the block meanwhile: these are skipped
+            return len(blocks)
+
+    def _next_fcnt_block(self, cur: sqlite3.Cursor, eui: str, seen: tuple[int, int] | None
+                         ) -> tuple[int, int] | None:
+        """Inside a write: move the stored mark to FCNT_DOWN_BLOCK past the next counter to
+        hand out (``seen``'s, the block in memory, while the stored mark is still its own;
+        else the stored mark); (next, new mark), or None for an unknown device or an exhausted
+        counter."""
+        row = cur.execute("SELECT fcnt_down FROM devices WHERE dev_eui = ?", (eui,)).fetchone()
         if row is None:
-            raise StoreError(f"{self.path}: no downlink counter for {eui}: device not registered "
-                             "or its counter is exhausted (rejoin it)")
-        return int(row[0])
+            return None
+        stored = int(row[0])
+        first = seen[0] if seen is not None and seen[1] == stored else stored
+        if first >= _FCNT_DOWN_MAX:
+            return None
+        mark = max(stored, min(first + FCNT_DOWN_BLOCK, _FCNT_DOWN_MAX))
+        if mark != stored:
+            cur.execute("UPDATE devices SET fcnt_down = ? WHERE dev_eui = ?", (mark, eui))
+        return first, mark
+
+    def _stored_mark(self, eui: str) -> int | None:
+        """The device's stored fcnt_down, read on the counters' own reader connection (WAL:
+        it never waits for a commit in progress). Call under ``_fcnt_lock``."""
+        try:
+            if self._fcnt_reader is None:
+                if self._conn is None:
+                    raise StoreError(f"{self.path}: the store is closed")
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._fcnt_reader = sqlite3.connect(uri, uri=True, timeout=10,
+                                                    isolation_level=None,
+                                                    check_same_thread=False)
+            row = self._fcnt_reader.execute("SELECT fcnt_down FROM devices WHERE dev_eui = ?",
+                                            (eui,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc, f"reading the downlink counter of {eui}") from None
+        return None if row is None else int(row[0])
 
     def save_mac_states(self, states: Mapping[str, Mapping[str, Any] | None]) -> None:
         """Store the MAC state of several devices in one transaction."""

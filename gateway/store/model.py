@@ -80,8 +80,8 @@ class Device:
     """One registered node: identity, session keys, frame counters, class and where it stands.
 
     ``fcnt_up`` is the last accepted 32-bit uplink counter (-1 before the first uplink);
-    ``fcnt_down`` the next downlink counter to use (persisted before each downlink is sent, so
-    one is never reused). OTAA: ``app_key`` (+ optional ``join_eui``) lets the device join;
+    ``fcnt_down`` the downlink counters' high-water mark: every counter below it may have been
+    used (reserved in blocks before any is sent, so one is never reused). OTAA: ``app_key`` (+ optional ``join_eui``) lets the device join;
     ``dev_nonce_mode`` says how its DevNonces are checked ("increasing": LoRaWAN 1.0.4 counter,
     "unique": 1.0.2/1.0.3 random values never reused); ``last_dev_nonce``/``join_nonce`` are
     the last accepted DevNonce and the last JoinNonce sent. ``mac_state`` is the network side's
