@@ -350,7 +350,7 @@ Each run saves the nodes' last frame counters in the file, so the next run is no
 
 
 def add_parsers(sub: Any) -> None:
-    """Register `cityedge sim plan|feed` under the `cityedge` parser."""
+    """Register `cityedge sim plan|feed|board` under the `cityedge` parser."""
     s = sub.add_parser("sim", help="the simulated LoRa network: capacity planning, feeding a "
                        "gateway").add_subparsers(dest="sim_command", required=True,
                                                   metavar="subcommand")
@@ -435,3 +435,7 @@ def add_parsers(sub: Any) -> None:
     f.add_argument("--seed", type=int, default=0, help="positions and readings")
     f.add_argument("--quiet", action="store_true", help="no line per frame")
     f.set_defaults(func=cmd_feed)
+
+    from cityedge.sim_board import add_parser as add_board_parser  # cityedge sim board
+
+    add_board_parser(s)

@@ -1,9 +1,10 @@
 """`cityedge node check`: what a technician needs to know on the spot about a connected board.
 
 Firmware version (``firmware/app`` VERSION, read from the board's files), the configuration with
-keys masked, an I2C scan naming the chips we know, a role reading for sensing roles when the
-application is on the board, and a radio self-test: the SX127x ``RegVersion`` register (address
-0x42, DS SX1276/77/78/79 rev 7 section 6.4) read over SPI through the board, which must read 0x12.
+keys masked, an I2C scan naming the chips we know, a spot reading of a sensing role (its cycle cut
+short, `SPOT_READ`) when the application is on the board, and a radio self-test: the SX127x
+``RegVersion`` register (address 0x42, DS SX1276/77/78/79 rev 7 section 6.4) read over SPI through
+the board, which must read 0x12.
 Nothing is written to the board and no actuator is touched.
 """
 
@@ -30,6 +31,10 @@ KNOWN_I2C = {
     **{a: "INA219 current/power monitor" for a in range(0x40, 0x44)},
 }
 SENSING_ROLES = {"air": "AirRole", "noise": "NoiseRole"}  # reading them moves no actuator
+# Settings over the node's own for the spot reading: its full cycle (SPS30 warm-up 30 s, a 60 s
+# sound window) would outlast mpremote's 10 s exec timeout, and a fan cleaning would write air.json.
+SPOT_READ = {"air": {"pm_warmup_s": 2, "pm_samples": 1, "fan_clean_s": 0},
+             "noise": {"window_s": 3}}
 
 _PROBE = """\
 import machine, time
@@ -129,7 +134,8 @@ def check_node(board: Board, board_name: str | None = None) -> CheckReport:
         try:
             report.readings, faults = board.eval_code(_ROLE_READ.format(
                 role=role, cls=SENSING_ROLES[role], board=name,
-                settings=json.dumps(cfg.get("settings", {}))), f"reading the {role} sensors")
+                settings=json.dumps({**cfg.get("settings", {}), **SPOT_READ[role]})),
+                f"reading the {role} sensors")
             report.problems += [f"sensor fault: {f} (no answer or a bad reading)"
                                 for f in faults]
         except (BoardError, ValueError, SyntaxError) as exc:

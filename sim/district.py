@@ -2,14 +2,10 @@
 
 Each node is a `VirtualBoard` whose flash holds what a technician deploys (the firmware compiled
 with mpy-cross, `main.py`, `config.json`), wired per its board's pin map to a register-level
-SX1276 on the channel and to its role's chip models:
-
-| role | chips on the board (address / pins) | what feeds them |
-|---|---|---|
-| air | SHT4x (0x44), SPS30 (0x69) | air temperature, humidity, particulates |
-| noise | PCB Artists decibel meter (0x48) | A-weighted sound level, day/night |
-| soil | seesaw soil probe (0x36), latching valve (H-bridge pins), flow meter | a `SoilPlot` dried by evaporation, wetted by rain and by the valve |
-| lighting | INA219 (0x40) on a `LampCircuit`, PWM, relay, door, PIR, S0 meter pins | the node's own PWM and relay; an `S0Meter` pulsing per Wh drawn |
+SX1276 on the channel and to its role's chip models (which chips, on which address and pins:
+`sim.wiring`, whose `wire_node` `cityedge sim board` shares); the district's `Environment` feeds
+them: air temperature, humidity, particulates, sound levels, soil plots dried by evaporation and
+wetted by rain and by the valve, lamps drawing power through the cabinet's meter.
 
 Nodes are provisioned as an installer would (`NodeSpec`: identity, OTAA or ABP keys, role, board,
 settings, location in the district) and registered with the gateway from the same spec
@@ -40,28 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from firmware import config as node_config
-from firmware.boards import pin_map
-from firmware.roles.lighting import PINS as LIGHTING_ROLE_PINS
-from firmware.roles.soil import PINS as SOIL_ROLE_PINS
 from gateway.lorawan.join import COMMON_EU868_CFLIST_HZ
 from gateway.store import Device, Store
-from sim.bus import SimI2C, SimSPI
 from sim.channel import EU868_UPLINK_CHANNELS_HZ, Concentrator, RadioChannel, RxPacket
 from sim.clock import VirtualClock
-from sim.environment import Environment, SoilPlot
-from sim.ina219 import INA219Model, LampCircuit
+from sim.environment import Environment
 from sim.mpy import REPO, compile_tree
-from sim.pcba_dbm import DecibelMeterModel
-from sim.seesaw import SeesawSoilModel
 from sim.sht4x import SHT4xModel
-from sim.sps30 import SPS30Model
 from sim.sx1276 import SX1276Model
-from sim.valve import FlowMeterModel, LatchingValveModel
 from sim.vm.board import BoardHardware, VirtualBoard
+from sim.wiring import wire_node
 
 log = logging.getLogger(__name__)
 
-BATTERY_UV = 3_000_000  # 2xAA, fresh
 DIJON = (47.3220, 5.0415)  # the district's centre (lat, lon): the gateway stands here
 DEMO_JOIN_EUI = "70b3d57ed0000001"
 ROLES = ("air", "noise", "soil", "lighting")
@@ -85,10 +72,6 @@ ROLE_SETTINGS: dict[str, dict[str, Any]] = {
     "lighting": {"pins": LIGHTING_PINS, "ramp_s": 2, "presence_s": 120, "utc_offset_min": 60,
                  "voltage_ratio": 10, "pulses_per_kwh": 1000},
 }
-# The pins a role's firmware uses where its settings name none (what the chips are wired to).
-ROLE_PINS: dict[str, dict[str, int | None]] = {"lighting": LIGHTING_ROLE_PINS,
-                                               "soil": SOIL_ROLE_PINS}
-FLOW_LITRES_PER_PULSE = 1 / 450  # the soil role's default flow meter (a YF-S201)
 
 
 class FirmwareBuildError(RuntimeError):
@@ -258,38 +241,6 @@ class SimNode:
         return self.models.get("sht4x")
 
 
-class S0Meter:
-    """The cabinet's kWh meter: one S0 pulse (the open collector pulled low for 50 ms) per
-    ``1 / pulses_per_kwh`` kWh the lamps draw, integrated every ``step_s`` of virtual time."""
-
-    PULSE_US = 50_000
-
-    def __init__(self, clock: VirtualClock, pin: Any, lamps: LampCircuit,
-                 pulses_per_kwh: int = 1000, step_s: float = 5.0) -> None:
-        self.clock = clock
-        self.pin = pin
-        self.lamps = lamps
-        self.wh_per_pulse = 1000.0 / pulses_per_kwh
-        self.step_us = int(step_s * 1e6)
-        self.wh = 0.0
-        self.pulses = 0
-        self._acc = 0.0
-        pin.drive(1)  # idle high
-        clock.call_later(self.step_us, self._step)
-
-    def _step(self) -> None:
-        current_a, _bus_v = self.lamps()
-        wh = current_a * self.lamps.lamp_v * self.step_us / 3.6e9
-        self.wh += wh
-        self._acc += wh
-        if self._acc >= self.wh_per_pulse:
-            self._acc -= self.wh_per_pulse
-            self.pulses += 1
-            self.pin.drive(0)
-            self.clock.call_later(self.PULSE_US, self.pin.drive, 1)
-        self.clock.call_later(self.step_us, self._step)
-
-
 class GatewayConcentrator(Concentrator):
     """The district's concentrator; optionally holds virtual time until the gateway has handled
     each uplink (see `District.pace_agent`)."""
@@ -408,62 +359,15 @@ class District:
     def _wire(self, spec: NodeSpec, flash: Path, uid: bytes | None,
               on_console: Callable[[str], None] | None) -> SimNode:
         """The board booting from ``flash``, with its radio on the channel and its role's chips."""
-        spi_id, _sck, _mosi, _miso, cs, reset, dio0, i2c_id, _sda, _scl, adc, div = pin_map(
-            spec.board)
         hw = BoardHardware()
-        radio = SX1276Model(self.clock, self.channel, position=spec.position,
-                            name=f"node-{spec.dev_eui}", dio0=hw.pin(dio0), reset=hw.pin(reset))
-        spi: SimSPI = hw.spi_bus(spi_id)
-        spi.attach(hw.pin(cs), radio)
-        i2c: SimI2C = hw.i2c_bus(i2c_id)
-        if adc is not None:
-            hw.adc[adc] = lambda: int(BATTERY_UV / div)
-        models = self._wire_role(spec, hw, i2c)
+        radio, models = wire_node(hw, spec.board, spec.role, self.clock, self.channel,
+                                  self.environment, settings=spec.role_settings(),
+                                  position=spec.position, radio_name=f"node-{spec.dev_eui}",
+                                  seed=self.seed + len(self.nodes))
         board = VirtualBoard(self.clock, spec.dev_eui, flash, hw, uid=uid, on_console=on_console)
         node = SimNode(spec, board, radio, hw, models)
         self.nodes.append(node)
         return node
-
-    def _wire_role(self, spec: NodeSpec, hw: BoardHardware, i2c: SimI2C) -> dict[str, Any]:
-        """Attach the role's chip models to the board's bus and pins."""
-        clock, env = self.clock, self.environment
-        models: dict[str, Any] = {}
-        settings = spec.role_settings()
-        pins = {**ROLE_PINS.get(spec.role, {}), **settings.get("pins", {})}
-        if spec.role == "air":
-            models["sht4x"] = SHT4xModel(clock, env)
-            i2c.attach(0x44, models["sht4x"])
-            models["sps30"] = SPS30Model(clock, env)
-            i2c.attach(0x69, models["sps30"])
-        elif spec.role == "noise":
-            models["meter"] = DecibelMeterModel(clock, env)
-            i2c.attach(0x48, models["meter"])
-        elif spec.role == "soil":
-            valve = LatchingValveModel(clock, hw.pin(pins["valve_open"]),
-                                       hw.pin(pins["valve_close"]))
-            models["valve"] = valve
-            flow = None
-            if pins.get("flow") is not None:
-                flow = FlowMeterModel(clock, hw.pin(pins["flow"]), valve,
-                                      litres_per_pulse=settings.get("litres_per_pulse",
-                                                                    FLOW_LITRES_PER_PULSE))
-                models["flow"] = flow
-            plot = SoilPlot(env, watering_lpm=lambda: 6.0 if valve.state == "open" else 0.0)
-            models["plot"] = plot
-            models["probe"] = SeesawSoilModel(clock, moisture=plot.moisture,
-                                              temperature_c=plot.temperature_c,
-                                              seed=self.seed + len(self.nodes))
-            i2c.attach(0x36, models["probe"])
-        elif spec.role == "lighting":
-            lamps = LampCircuit(hw.pin(pins["relay"]), hw.pin(pins["pwm"]))
-            models["lamps"] = lamps
-            models["ina219"] = INA219Model(0x40, 0.1, source=lamps)
-            i2c.attach(0x40, models["ina219"])
-            models["meter"] = S0Meter(self.clock, hw.pin(pins["s0"]), lamps,
-                                      settings.get("pulses_per_kwh", 1000))
-            hw.pin(pins["door"]).drive(0)  # door shut (the role's door_open_value is 1)
-            hw.pin(pins["presence"]).drive(0)  # nobody in the street
-        return models
 
     def register(self, store: Store) -> list[Device]:
         """Register every node of the district in a gateway store (as an installer does)."""
