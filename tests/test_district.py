@@ -129,6 +129,24 @@ class MixedDistrict(Slice):
                 pass  # the assertions say what is missing
         return got
 
+    def run_collecting(self, broker: Any, done: Callable[[list[Published]], bool], *,
+                       seconds: float, timeout: float) -> list[Published]:
+        """Run the agent and ``seconds`` of the district, collecting what the broker gets until
+        ``done`` or ``timeout``; the clock and the agent stop either way."""
+        async def scenario() -> list[Published]:
+            agent_task = asyncio.create_task(self.agent.run())
+            await asyncio.wait_for(self.agent.started.wait(), 10)
+            collector = asyncio.create_task(self.collect(broker, done, timeout=timeout))
+            await asyncio.sleep(0.3)
+            self.run_district(seconds)
+            try:
+                return await collector
+            finally:
+                self.clock.stop()
+                agent_task.cancel()
+
+        return asyncio.run(scenario())
+
 
 def _readings(got: list[Published], dev: str, key: str) -> list[dict[str, Any]]:
     return [p.values for p in got if p.kind == "up" and p.dev == dev and key in p.values]
@@ -181,20 +199,8 @@ def test_mixed_district_joins_reports_and_obeys_commands_through_the_agent(
                                                       (soil, "soil_moisture"), (abp, "temperature")))
                 and _ack(got, light, DIM_SEQ) is not None and _ack(got, soil, VALVE_SEQ) is not None)
 
-    async def scenario() -> list[Published]:
-        agent_task = asyncio.create_task(m.agent.run())
-        await asyncio.wait_for(m.agent.started.wait(), 10)
-        collector = asyncio.create_task(m.collect(mosquitto, done, timeout=90))
-        await asyncio.sleep(0.3)
-        m.run_district(600)
-        try:
-            return await collector
-        finally:
-            m.clock.stop()
-            agent_task.cancel()
-
     try:
-        got = asyncio.run(scenario())
+        got = m.run_collecting(mosquitto, done, seconds=600, timeout=90)
         sessions = {dev: m.store.get_device(dev) for dev in (air, noise, soil, light)}
     finally:
         m.close()

@@ -15,7 +15,6 @@ its calendar once the power returns.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -185,20 +184,8 @@ def test_every_role_survives_a_reboot_and_the_gateway_keeps_accepting_it(
     def done(_got: list[Published]) -> bool:
         return all(life.done(judge) for life in lives.values())
 
-    async def scenario() -> list[Published]:
-        agent_task = asyncio.create_task(m.agent.run())
-        await asyncio.wait_for(m.agent.started.wait(), 10)
-        collector = asyncio.create_task(m.collect(mosquitto, done, timeout=100))
-        await asyncio.sleep(0.3)
-        m.run_district(RUN_S)
-        try:
-            return await collector
-        finally:
-            m.clock.stop()
-            agent_task.cancel()
-
     try:
-        got = asyncio.run(scenario())
+        got = m.run_collecting(mosquitto, done, seconds=RUN_S, timeout=100)
     finally:
         m.close()
 
