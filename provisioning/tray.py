@@ -20,6 +20,11 @@ from provisioning.provision import NodeSpec, Options, check_spec
 REQUIRED = ("port", "role", "board")
 KNOWN = REQUIRED + ("asset", "street", "lat", "lon", "dev_eui", "interval")
 ROLES = ("air", "noise", "soil", "lighting")
+# Headers a spreadsheet often has that mean one of ours: refused by name rather than silently
+# taken for a role setting (the node would then have no location).
+ALIASES = {"latitude": "lat", "longitude": "lon", "lng": "lon", "long": "lon",
+           "location": "street", "address": "street", "place": "street", "asset_id": "asset",
+           "deveui": "dev_eui", "dev-eui": "dev_eui", "interval_s": "interval"}
 
 
 class TrayError(ValueError):
@@ -52,6 +57,11 @@ def read_tray(path: Path, opts: Options) -> list[NodeSpec]:
         raise TrayError(f"{path}: cannot read: {exc.strerror or exc}") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
+    for column in header:
+        ours = ALIASES.get(column.lower())
+        if ours is not None:
+            raise TrayError(f"{path}: row 1: column {column!r}: call it {ours!r} (other columns "
+                            "are role settings)")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise TrayError(f"{path}: row 1: missing column(s) {', '.join(missing)}; expected at "

@@ -31,6 +31,8 @@ def tray(tmp_path: Path, text: str) -> Path:
     ("port,role,board,interval\n/dev/ttyUSB0,air,pico-rfm95,1\n", "row 2: the node would refuse"),
     ("port,role,board\n,air,pico-rfm95\n", "row 2: port: empty"),
     ("port,role,board\n", "no boards listed"),
+    ("port,role,board,latitude,longitude\n/dev/ttyUSB0,air,pico-rfm95,43.5,5.4\n",
+     "row 1: column 'latitude': call it 'lat'"),
 ])
 def test_a_bad_tray_names_the_row_and_the_field(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(TrayError, match=re.escape(message)):
