@@ -54,7 +54,7 @@ def cmd_gateway_init(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, default_config, write_config
     from gateway.keys import generate_signing_key
 
-    directory = Path(args.dir)
+    directory = Path(args.dir).resolve()  # the file is read from elsewhere (systemd, other cwd)
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "gateway.toml"
     if config_path.exists() and not args.force:

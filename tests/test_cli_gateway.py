@@ -36,6 +36,17 @@ def test_init_writes_config_and_a_private_signing_key(tmp_path: Path) -> None:
     assert 'id = "gw-north-1"' in config
 
 
+def test_init_with_a_relative_dir_writes_paths_that_resolve_from_anywhere(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    r = cityedge("gateway", "init", "--id", "gw-rel", "--dir", "gw", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    config = load_config(tmp_path / "gw" / "gateway.toml")
+    assert config.gateway.signing_key == tmp_path / "gw" / "signing-key.pem"
+    assert config.gateway.signing_key.is_file()
+    assert config.store.path.parent == tmp_path / "gw"
+
+
 def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert cityedge("gateway", "init", "--id", "gw1", "--dir", str(tmp_path)).returncode == 0
     first_key = (tmp_path / "signing-key.pem").read_bytes()
