@@ -197,7 +197,7 @@ class Agent:
                     log.warning("retention dropped %d routine records (age %d, size %d)",
                                 dropped, result.dropped_by_age, result.dropped_by_count)
             try:  # command ids past their exp (plus skew) can no longer be replayed
-                await asyncio.to_thread(self.store.prune_command_ids, self.intake.clock())
+                await asyncio.to_thread(self.store.prune_command_ids, self.clock())
             except Exception as exc:  # noqa: BLE001 - the ids stay until the next round
                 log.error("pruning expired command ids failed: %s", exc)
             await asyncio.sleep(RETENTION_EVERY_S)

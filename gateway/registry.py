@@ -173,12 +173,17 @@ def _safe_name(name: str) -> str:
     return "(unnamed)" if _KEYLIKE.search(name) else name[:40]
 
 
-def _eui(name: str, value: Any) -> str:
+def _hex_id(name: str, value: Any, digits: int, what: str) -> str:
+    """``digits`` hex digits, lower case, separators (':' '-' spaces) removed."""
     if isinstance(value, str):
         clean = _SEPARATORS.sub("", value).lower()
-        if len(clean) == 16 and _HEX.fullmatch(clean):
+        if len(clean) == digits and _HEX.fullmatch(clean):
             return clean
-    raise _FieldError(name, f"{_show(value)}: expected 16 hex digits (an EUI-64)")
+    raise _FieldError(name, f"{_show(value)}: expected {digits} hex digits ({what})")
+
+
+def _eui(name: str, value: Any) -> str:
+    return _hex_id(name, value, 16, "an EUI-64")
 
 
 def parse_eui(name: str, value: Any) -> str:
@@ -188,11 +193,7 @@ def parse_eui(name: str, value: Any) -> str:
 
 
 def _dev_addr(name: str, value: Any) -> str:
-    if isinstance(value, str):
-        clean = _SEPARATORS.sub("", value).lower()
-        if len(clean) == 8 and _HEX.fullmatch(clean):
-            return clean
-    raise _FieldError(name, f"{_show(value)}: expected 8 hex digits (a DevAddr)")
+    return _hex_id(name, value, 8, "a DevAddr")
 
 
 def parse_key(name: str, value: Any) -> bytes:
